@@ -1,0 +1,638 @@
+//! The YAML configuration: file schema with defaults, `${VAR}` expansion, the
+//! environment-only mode of the original service, and `validate()` that
+//! collects every problem before failing.
+
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Default RunPod API host; `RUNPOD_API_BASE` or `runpod_api_base` replace it.
+pub const DEFAULT_RUNPOD_API_BASE: &str = "https://api.runpod.ai";
+/// The model the original service asked for.
+pub const DEFAULT_RESEARCH_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+
+/// The whole gateway configuration, as written in YAML.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: String,
+    /// Worker threads for the proxy service; `0` means one per CPU.
+    pub threads: usize,
+    /// Replaces `https://api.runpod.ai` for every RunPod upstream and its health checks.
+    pub runpod_api_base: String,
+    pub research: ResearchConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub health_check: HealthCheckConfig,
+    pub timeouts: TimeoutsConfig,
+    pub retries: RetriesConfig,
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:8002".into(),
+            threads: 0,
+            runpod_api_base: DEFAULT_RUNPOD_API_BASE.into(),
+            research: ResearchConfig::default(),
+            upstreams: Vec::new(),
+            health_check: HealthCheckConfig::default(),
+            timeouts: TimeoutsConfig::default(),
+            retries: RetriesConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// How `POST /v1/research` is turned into a chat completion.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResearchConfig {
+    /// Model name sent upstream unless the upstream sets its own `model`.
+    pub model: String,
+    /// Optional system message placed before the user's query.
+    pub system_prompt: Option<String>,
+}
+
+impl Default for ResearchConfig {
+    fn default() -> Self {
+        ResearchConfig {
+            model: DEFAULT_RESEARCH_MODEL.into(),
+            system_prompt: None,
+        }
+    }
+}
+
+/// One endpoint behind the gateway: a RunPod queue endpoint or any OpenAI-compatible base URL.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, used in metrics, logs and `/status`.
+    pub name: String,
+    /// RunPod serverless endpoint id: the base becomes `{runpod_api_base}/v2/{id}/openai/v1`.
+    #[serde(default)]
+    pub runpod_endpoint_id: Option<String>,
+    /// Any OpenAI-compatible base URL, such as `http://10.0.0.5:8000/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Bearer key sent to this upstream (never to clients, never logged).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Served model name for this upstream; overrides `research.model`.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path probed on the origin of `base_url` upstreams.
+    pub path: String,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Successes in a row that make an unhealthy upstream healthy again.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a healthy upstream unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: "/ping".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Timeouts towards upstreams, as in the original service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// TCP connect plus TLS handshake.
+    #[serde(with = "duration_text")]
+    pub connect: Duration,
+    /// Whole research request, retries included; past it the client gets 504.
+    #[serde(with = "duration_text")]
+    pub total: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: Duration::from_secs(10),
+            total: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Retries of requests that failed before any upstream answered.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetriesConfig {
+    /// Attempts in all, the first one included, each on a different upstream.
+    pub max_attempts: u32,
+}
+
+impl Default for RetriesConfig {
+    fn default() -> Self {
+        RetriesConfig { max_attempts: 2 }
+    }
+}
+
+/// Limits that protect the gateway from its clients and from its upstreams.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted; a larger one gets 413.
+    pub max_body_bytes: usize,
+    /// Largest upstream answer the gateway reads on routes it rewrites.
+    pub max_upstream_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1024 * 1024,
+            max_upstream_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One thing wrong with a configuration: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path such as `upstreams[1].base_url`, or `line 4 column 5` for YAML errors.
+    pub at: String,
+    pub why: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.why)
+    }
+}
+
+/// Every problem found in one configuration source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `environment` for the environment-only mode.
+    pub source: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {} problem{} in the configuration",
+            self.source,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {p}", self.source)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, expands and validates a YAML file.
+    pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            problems: vec![Problem {
+                at: "file".into(),
+                why: format!("cannot read it: {e}"),
+            }],
+        })?;
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let mut config = Config::from_yaml(&text, &env).map_err(|problems| ConfigError {
+            source: source.clone(),
+            problems,
+        })?;
+        config.apply_env_overrides(&env);
+        config
+            .validate()
+            .map_err(|problems| ConfigError { source, problems })?;
+        Ok(config)
+    }
+
+    /// Parses YAML text, expanding `${VAR}` and `${VAR:-default}` from `env`.
+    ///
+    /// Expansion happens inside the YAML parser, on values only, so a comment that
+    /// mentions `${VAR}` is never expanded and a value holding quotes cannot break
+    /// the document. An unset `${VAR}` without a default is an error naming it.
+    pub fn from_yaml(text: &str, env: &HashMap<String, String>) -> Result<Config, Vec<Problem>> {
+        let text = require_set_variables(text);
+        let options = serde_saphyr::options! {
+            property_syntax: serde_saphyr::PropertySyntax::DockerCompose,
+        }
+        .with_properties(env.clone());
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_saphyr::from_str_with_options::<Config>(&text, options).map_err(|e| {
+            vec![yaml_problem(
+                &e.without_snippet().to_string(),
+                e.location().map(|l| (l.line(), l.column())),
+            )]
+        })
+    }
+
+    /// Configuration of the original FastAPI service: only environment variables.
+    ///
+    /// `RUNPOD_VLLM_ENDPOINT_ID` may list several endpoints separated by commas;
+    /// with none set the gateway still starts and answers research with 500, as the
+    /// original did.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let mut config = Config {
+            listen: format!(
+                "0.0.0.0:{}",
+                env.get("PORT")
+                    .map(|p| p.trim())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("8002")
+            ),
+            ..Config::default()
+        };
+        let key = env.get("RUNPOD_API_KEY").cloned().filter(|k| !k.is_empty());
+        if let Some(ids) = env.get("RUNPOD_VLLM_ENDPOINT_ID") {
+            for id in ids.split(',').map(str::trim).filter(|id| !id.is_empty()) {
+                config.upstreams.push(UpstreamConfig {
+                    name: format!("runpod-{id}"),
+                    runpod_endpoint_id: Some(id.to_string()),
+                    api_key: key.clone(),
+                    ..UpstreamConfig::default()
+                });
+            }
+        }
+        if let Some(model) = env.get("RESEARCH_MODEL").filter(|m| !m.is_empty()) {
+            config.research.model = model.clone();
+        }
+        config.apply_env_overrides(env);
+        config.validate().map_err(|problems| ConfigError {
+            source: "environment".into(),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    fn apply_env_overrides(&mut self, env: &HashMap<String, String>) {
+        if let Some(base) = env.get("RUNPOD_API_BASE").filter(|b| !b.is_empty()) {
+            self.runpod_api_base = base.clone();
+        }
+    }
+
+    /// Checks every field and returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |at: &str, why: String| {
+            problems.push(Problem {
+                at: at.to_string(),
+                why,
+            })
+        };
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            problem(
+                "listen",
+                format!(
+                    "{:?} is not an address and port such as \"0.0.0.0:8002\" ({e})",
+                    self.listen
+                ),
+            );
+        }
+        if let Err(why) = parse_base_url(&self.runpod_api_base) {
+            problem("runpod_api_base", why);
+        }
+        if self.research.model.trim().is_empty() {
+            problem("research.model", "must not be empty".into());
+        }
+        let mut names = HashSet::new();
+        for (i, up) in self.upstreams.iter().enumerate() {
+            let at = |field: &str| format!("upstreams[{i}].{field}");
+            if up.name.is_empty() {
+                problem(&at("name"), "must not be empty".into());
+            } else if !up
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                problem(
+                    &at("name"),
+                    format!(
+                        "{:?} may only hold letters, digits, '-', '_' and '.'",
+                        up.name
+                    ),
+                );
+            } else if !names.insert(up.name.as_str()) {
+                problem(
+                    &at("name"),
+                    format!("{:?} is used by another upstream", up.name),
+                );
+            }
+            match (&up.runpod_endpoint_id, &up.base_url) {
+                (Some(_), Some(_)) => problem(
+                    &format!("upstreams[{i}]"),
+                    "set either runpod_endpoint_id or base_url, not both".into(),
+                ),
+                (None, None) => problem(
+                    &format!("upstreams[{i}]"),
+                    "needs runpod_endpoint_id or base_url".into(),
+                ),
+                (Some(id), None) => {
+                    if id.is_empty()
+                        || !id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        problem(
+                            &at("runpod_endpoint_id"),
+                            format!(
+                                "{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"
+                            ),
+                        );
+                    }
+                    if up.api_key.as_deref().unwrap_or("").is_empty() {
+                        problem(
+                            &at("api_key"),
+                            "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")"
+                                .into(),
+                        );
+                    }
+                }
+                (None, Some(url)) => {
+                    if let Err(why) = parse_base_url(url) {
+                        problem(&at("base_url"), why);
+                    }
+                }
+            }
+            if up.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                problem(&at("model"), "must not be empty when set".into());
+            }
+        }
+        if !self.health_check.path.starts_with('/') {
+            problem(
+                "health_check.path",
+                format!("{:?} must start with '/'", self.health_check.path),
+            );
+        }
+        for (at, d) in [
+            ("health_check.interval", self.health_check.interval),
+            ("health_check.timeout", self.health_check.timeout),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.total", self.timeouts.total),
+        ] {
+            if d.is_zero() {
+                problem(at, "must be longer than zero".into());
+            }
+        }
+        for (at, n) in [
+            (
+                "health_check.healthy_threshold",
+                self.health_check.healthy_threshold,
+            ),
+            (
+                "health_check.unhealthy_threshold",
+                self.health_check.unhealthy_threshold,
+            ),
+            ("retries.max_attempts", self.retries.max_attempts),
+        ] {
+            if n == 0 {
+                problem(at, "must be at least 1".into());
+            }
+        }
+        if self.limits.max_body_bytes == 0 {
+            problem("limits.max_body_bytes", "must be at least 1".into());
+        }
+        if self.limits.max_upstream_body_bytes < 1024 {
+            problem(
+                "limits.max_upstream_body_bytes",
+                "must be at least 1024".into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The socket address to listen on (valid after `validate`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8002)))
+    }
+}
+
+/// A base URL split into what a connection needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path without a trailing slash, possibly empty.
+    pub path: String,
+}
+
+impl BaseUrl {
+    /// The `Host` header value: the port is left out when it is the scheme's default.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// `scheme://authority`, for display.
+    pub fn origin(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority()
+        )
+    }
+}
+
+/// Parses `http(s)://host[:port][/path]`; user info, queries and fragments are refused.
+pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?} must not carry credentials; use api_key instead"
+        ));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        path: uri.path().trim_end_matches('/').to_string(),
+    })
+}
+
+/// Turns every `${NAME}` and `$NAME` without an operator into `${NAME?}`, the
+/// parser's "required" form, so that an unset variable is an error that names it
+/// instead of silently becoming an empty string. `$$` stays an escaped dollar.
+fn require_set_variables(text: &str) -> String {
+    let is_name_start = |c: u8| c.is_ascii_alphabetic() || c == b'_';
+    let is_name = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(b'{') => {
+                let start = i + 2;
+                let mut end = start;
+                while end < bytes.len() && is_name(bytes[end]) {
+                    end += 1;
+                }
+                if end > start && is_name_start(bytes[start]) && bytes.get(end) == Some(&b'}') {
+                    out.push_str(&text[copied..i]);
+                    out.push_str(&format!("${{{}?}}", &text[start..end]));
+                    copied = end + 1;
+                    i = end + 1;
+                } else {
+                    i += 2;
+                }
+            }
+            Some(&c) if is_name_start(c) => {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && is_name(bytes[end]) {
+                    end += 1;
+                }
+                out.push_str(&text[copied..i]);
+                out.push_str(&format!("${{{}?}}", &text[start..end]));
+                copied = end;
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+fn yaml_problem(message: &str, location: Option<(u64, u64)>) -> Problem {
+    // The parser appends its own "at line L, column C"; the location goes in `at`.
+    let why = message
+        .rsplit_once(" at line ")
+        .map(|(head, _)| head)
+        .unwrap_or(message);
+    let why = match why.strip_prefix("missing property `") {
+        Some(rest) => {
+            let name = rest.split('`').next().unwrap_or(rest);
+            format!(
+                "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+            )
+        }
+        None => why.to_string(),
+    };
+    Problem {
+        at: match location {
+            Some((line, column)) => format!("line {line} column {column}"),
+            None => "document".into(),
+        },
+        why,
+    }
+}
+
+/// Durations written as `500ms`, `5s`, `2m` or `1m 30s`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write a number and a unit, such as 500ms, 5s or 2m"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_form_is_added_only_where_no_operator_is_given() {
+        assert_eq!(require_set_variables("a: ${X}"), "a: ${X?}");
+        assert_eq!(require_set_variables("a: $X/b"), "a: ${X?}/b");
+        assert_eq!(require_set_variables("a: ${X:-d}"), "a: ${X:-d}");
+        assert_eq!(require_set_variables("a: $${X}"), "a: $${X}");
+        assert_eq!(require_set_variables("cost: $5"), "cost: $5");
+        assert_eq!(require_set_variables("é ${Y} é"), "é ${Y?} é");
+    }
+
+    #[test]
+    fn base_urls_split_into_connection_parts() {
+        let u = parse_base_url("https://api.runpod.ai/v2/abc/openai/v1/").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "api.runpod.ai", 443, "/v2/abc/openai/v1")
+        );
+        assert_eq!(u.authority(), "api.runpod.ai");
+        let u = parse_base_url("http://127.0.0.1:8000/v1").unwrap();
+        assert_eq!(u.authority(), "127.0.0.1:8000");
+        let u = parse_base_url("http://[::1]:9000").unwrap();
+        assert_eq!((u.host.as_str(), u.path.as_str()), ("::1", ""));
+        assert_eq!(u.authority(), "[::1]:9000");
+        assert!(parse_base_url("ftp://x/v1").is_err());
+        assert!(parse_base_url("http://user:pw@x/v1").is_err());
+        assert!(parse_base_url("localhost:8000").is_err());
+    }
+}

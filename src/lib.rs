@@ -1,0 +1,13 @@
+//! context7-lb: a Pingora gateway in front of RunPod serverless vLLM and
+//! OpenAI-compatible endpoints. The modules are public for `tests/` and `benches/`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod routes;
+pub mod sim;

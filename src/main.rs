@@ -1,0 +1,97 @@
+//! Command line: parses arguments, loads or checks the configuration, runs the gateway.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use context7_lb::config::Config;
+use context7_lb::{app, demo};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Pingora gateway in front of RunPod serverless vLLM and OpenAI-compatible endpoints.
+///
+/// Without --config the gateway reads the original service's environment:
+/// RUNPOD_API_KEY, RUNPOD_VLLM_ENDPOINT_ID (comma-separated for several) and PORT.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// YAML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print every problem, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Run in front of three built-in simulated vLLM upstreams.
+    #[arg(long, conflicts_with_all = ["config", "check"])]
+    demo: bool,
+    /// Listen address, overriding the configuration (demo default 127.0.0.1:8002).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = if args.demo {
+        let listen = args.listen.clone().unwrap_or_else(|| {
+            format!(
+                "127.0.0.1:{}",
+                std::env::var("PORT").unwrap_or_else(|_| "8002".into())
+            )
+        });
+        match demo::start(&listen) {
+            Ok(config) => {
+                let base = format!("http://{listen}");
+                println!("{}", demo::banner(&base, &config));
+                config
+            }
+            Err(e) => {
+                eprintln!("demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let loaded = match &args.config {
+            Some(path) => Config::load_file(path),
+            None => Config::from_env(&std::env::vars().collect::<HashMap<_, _>>()),
+        };
+        let mut config = match loaded {
+            Ok(config) => config,
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(listen) = &args.listen {
+            config.listen = listen.clone();
+            if let Err(problems) = config.validate() {
+                for p in problems {
+                    eprintln!("--listen: {p}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+        if args.check {
+            let source = args
+                .config
+                .as_ref()
+                .map_or("environment".to_string(), |p| p.display().to_string());
+            println!(
+                "{source}: configuration is valid ({} upstream(s), listening on {})",
+                config.upstreams.len(),
+                config.listen
+            );
+            return ExitCode::SUCCESS;
+        }
+        config
+    };
+
+    match app::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("context7-lb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

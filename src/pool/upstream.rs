@@ -1,0 +1,357 @@
+//! One endpoint behind the gateway: where it is, how to authenticate, what model
+//! it serves, its resolved addresses and its health state.
+
+use crate::config::{BaseUrl, Config, UpstreamConfig, parse_base_url};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
+
+/// What kind of endpoint this is; it decides how health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// Any OpenAI-compatible server (`vllm serve`, a RunPod load-balancing worker).
+    OpenAi,
+    /// A RunPod serverless queue endpoint, reached through the RunPod API host.
+    RunPodQueue { endpoint_id: String },
+}
+
+/// The health of an upstream as active checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// No check has finished yet.
+    Unknown = 0,
+    /// Passed its checks: routable.
+    Healthy = 1,
+    /// Answered 204: alive but still loading, so not routable and not failing.
+    Initializing = 2,
+    /// Failed its checks.
+    Unhealthy = 3,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Initializing,
+            3 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Initializing => "initializing",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// The result of one active check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Up,
+    Initializing,
+    Down,
+}
+
+impl CheckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckOutcome::Up => "up",
+            CheckOutcome::Initializing => "initializing",
+            CheckOutcome::Down => "down",
+        }
+    }
+}
+
+/// The last active check, for `/status` and logs.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub at: SystemTime,
+    pub outcome: CheckOutcome,
+    /// Human-readable detail: the status code or the error. Never holds a key.
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+struct Streaks {
+    ok: u32,
+    failed: u32,
+    last: Option<CheckRecord>,
+}
+
+/// Where and how an upstream's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthTarget {
+    pub url: BaseUrl,
+    /// Whether the upstream's key goes with the probe (RunPod's `/health` needs it).
+    pub send_key: bool,
+}
+
+/// One upstream endpoint.
+pub struct Upstream {
+    /// Position in the pool, stable for the pool's lifetime.
+    pub index: usize,
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Base URL of the OpenAI API, such as `https://api.runpod.ai/v2/ID/openai/v1`.
+    pub base: BaseUrl,
+    pub health_target: HealthTarget,
+    /// Model name sent for research requests.
+    pub model: String,
+    /// `Bearer …` header value; private so it is never formatted by accident.
+    authorization: Option<String>,
+    addresses: RwLock<Vec<SocketAddr>>,
+    health: AtomicU8,
+    streaks: Mutex<Streaks>,
+}
+
+impl std::fmt::Debug for Upstream {
+    // Written by hand so that the key can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("base", &self.base.origin())
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds an upstream from a validated configuration entry.
+    pub fn from_config(index: usize, up: &UpstreamConfig, config: &Config) -> Result<Self, String> {
+        let (kind, base, health_target) = match (&up.runpod_endpoint_id, &up.base_url) {
+            (Some(id), _) => {
+                let api = parse_base_url(&config.runpod_api_base)?;
+                let base = BaseUrl {
+                    path: format!("{}/v2/{id}/openai/v1", api.path),
+                    ..api.clone()
+                };
+                let health = HealthTarget {
+                    url: BaseUrl {
+                        path: format!("{}/v2/{id}/health", api.path),
+                        ..api
+                    },
+                    send_key: true,
+                };
+                (
+                    UpstreamKind::RunPodQueue {
+                        endpoint_id: id.clone(),
+                    },
+                    base,
+                    health,
+                )
+            }
+            (None, Some(url)) => {
+                let base = parse_base_url(url)?;
+                let health = HealthTarget {
+                    url: BaseUrl {
+                        path: config.health_check.path.clone(),
+                        ..base.clone()
+                    },
+                    send_key: false,
+                };
+                (UpstreamKind::OpenAi, base, health)
+            }
+            (None, None) => return Err(format!("upstream {:?} has no address", up.name)),
+        };
+        let addresses = match base.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, base.port)],
+            Err(_) => Vec::new(),
+        };
+        Ok(Upstream {
+            index,
+            name: up.name.clone(),
+            kind,
+            base,
+            health_target,
+            model: up
+                .model
+                .clone()
+                .unwrap_or_else(|| config.research.model.clone()),
+            authorization: up
+                .api_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(|k| format!("Bearer {k}")),
+            addresses: RwLock::new(addresses),
+            health: AtomicU8::new(Health::Unknown as u8),
+            streaks: Mutex::new(Streaks::default()),
+        })
+    }
+
+    /// The `Authorization` header value for this upstream, if it has a key.
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+
+    /// The key itself, so that error texts can be scrubbed of it.
+    pub fn api_key(&self) -> Option<&str> {
+        self.authorization.as_deref().map(|a| &a["Bearer ".len()..])
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Routable: passed its active checks.
+    pub fn is_healthy(&self) -> bool {
+        self.health() == Health::Healthy
+    }
+
+    /// The address to connect to: the first resolved one.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.addresses.read().ok().and_then(|a| a.first().copied())
+    }
+
+    /// Whether the host is a name that needs resolving (rather than an IP literal).
+    pub fn needs_resolution(&self) -> bool {
+        self.base.host.parse::<IpAddr>().is_err()
+    }
+
+    pub fn set_addresses(&self, addresses: Vec<SocketAddr>) {
+        if let Ok(mut a) = self.addresses.write() {
+            *a = addresses;
+        }
+    }
+
+    /// The last active check, if any finished.
+    pub fn last_check(&self) -> Option<CheckRecord> {
+        self.streaks.lock().ok().and_then(|s| s.last.clone())
+    }
+
+    /// Records one active check and flips the state once `healthy_threshold`
+    /// successes or `unhealthy_threshold` failures came in a row, so that one lost
+    /// probe does not drain an upstream. The first check after start decides at
+    /// once, and a 204 takes effect at once: the upstream said it is not ready.
+    /// Returns the new state when it changed.
+    pub fn observe_check(
+        &self,
+        outcome: CheckOutcome,
+        detail: String,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<Health> {
+        let mut streaks = match self.streaks.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match outcome {
+            CheckOutcome::Up => {
+                streaks.ok += 1;
+                streaks.failed = 0;
+            }
+            CheckOutcome::Down => {
+                streaks.failed += 1;
+                streaks.ok = 0;
+            }
+            CheckOutcome::Initializing => {
+                streaks.ok = 0;
+                streaks.failed = 0;
+            }
+        }
+        streaks.last = Some(CheckRecord {
+            at: SystemTime::now(),
+            outcome,
+            detail,
+        });
+        let current = self.health();
+        let next = match (current, outcome) {
+            (_, CheckOutcome::Initializing) => Health::Initializing,
+            (Health::Unknown | Health::Initializing, CheckOutcome::Up) => Health::Healthy,
+            (Health::Unknown | Health::Initializing, CheckOutcome::Down) => Health::Unhealthy,
+            (Health::Healthy, CheckOutcome::Down) if streaks.failed >= unhealthy_threshold => {
+                Health::Unhealthy
+            }
+            (Health::Unhealthy, CheckOutcome::Up) if streaks.ok >= healthy_threshold => {
+                Health::Healthy
+            }
+            (state, _) => state,
+        };
+        if next != current {
+            self.health.store(next as u8, Ordering::Release);
+            Some(next)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        let config = Config::default();
+        let up = UpstreamConfig {
+            name: "a".into(),
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            api_key: Some("sk-secret".into()),
+            ..Default::default()
+        };
+        Upstream::from_config(0, &up, &config).unwrap()
+    }
+
+    #[test]
+    fn thresholds_flip_state_only_after_streaks() {
+        let u = upstream();
+        assert_eq!(u.health(), Health::Unknown);
+        assert_eq!(
+            u.observe_check(CheckOutcome::Up, "200".into(), 2, 3),
+            Some(Health::Healthy)
+        );
+        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(u.observe_check(CheckOutcome::Up, "200".into(), 2, 3), None);
+        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(
+            u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
+            Some(Health::Unhealthy)
+        );
+        assert_eq!(u.observe_check(CheckOutcome::Up, "200".into(), 2, 3), None);
+        assert_eq!(
+            u.observe_check(CheckOutcome::Up, "200".into(), 2, 3),
+            Some(Health::Healthy)
+        );
+        assert_eq!(
+            u.observe_check(CheckOutcome::Initializing, "204".into(), 2, 3),
+            Some(Health::Initializing)
+        );
+        assert!(!u.is_healthy());
+        assert_eq!(u.last_check().unwrap().detail, "204");
+    }
+
+    #[test]
+    fn key_is_kept_as_a_header_and_ip_hosts_need_no_resolution() {
+        let u = upstream();
+        assert_eq!(u.authorization(), Some("Bearer sk-secret"));
+        assert_eq!(u.api_key(), Some("sk-secret"));
+        assert!(!u.needs_resolution());
+        assert_eq!(u.address(), Some("127.0.0.1:9".parse().unwrap()));
+        assert!(!format!("{:?}", u.health_target).contains("sk-secret"));
+    }
+
+    #[test]
+    fn runpod_endpoints_use_the_api_host_and_its_health_route() {
+        let config = Config {
+            runpod_api_base: "http://127.0.0.1:7000".into(),
+            ..Config::default()
+        };
+        let up = UpstreamConfig {
+            name: "rp".into(),
+            runpod_endpoint_id: Some("abc123".into()),
+            api_key: Some("k".into()),
+            ..Default::default()
+        };
+        let u = Upstream::from_config(0, &up, &config).unwrap();
+        assert_eq!(u.base.path, "/v2/abc123/openai/v1");
+        assert_eq!(u.health_target.url.path, "/v2/abc123/health");
+        assert!(u.health_target.send_key);
+        assert_eq!(u.model, crate::config::DEFAULT_RESEARCH_MODEL);
+    }
+}

@@ -1,0 +1,250 @@
+//! The Pingora `ProxyHttp` phases: route each request, answer local and
+//! research routes, record metrics and one access-log line per request.
+
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::routes::research::{ResearchRequest, ResearchService};
+use crate::routes::{Reply, Route, local};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What the proxy phases share: built once in `app`, read by every request.
+pub struct AppState {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub research: ResearchService,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// The gateway's `ProxyHttp` implementation.
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<AppState>) -> Gateway {
+        Gateway { state }
+    }
+}
+
+/// Per-request state carried through the phases.
+pub struct RequestCtx {
+    route: Route,
+    started: Instant,
+    status: u16,
+    upstream: Option<String>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            route: Route::NotFound,
+            started: Instant::now(),
+            status: 0,
+            upstream: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let header = session.req_header();
+        ctx.route = Route::of(header.method.as_str(), header.uri.path());
+        let reply = match ctx.route {
+            Route::Ping => local::ping(&self.state.pool),
+            Route::Root => local::root(),
+            Route::Docs => local::docs(),
+            Route::Metrics => local::metrics(&self.state.metrics),
+            Route::Research => self.research(session, ctx).await?,
+            Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
+            Route::NotFound => Reply::detail(404, "Not Found"),
+        };
+        write_reply(session, ctx, reply).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Every route is answered in `request_filter`; reaching here is a bug.
+        Error::e_explain(InternalError, "no route is proxied as is")
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = match (ctx.status, error) {
+            (0, Some(_)) => 500,
+            (0, None) => session
+                .response_written()
+                .map_or(0, |r| r.status.as_u16()),
+            (s, _) => s,
+        };
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route.label();
+        let metrics = &self.state.metrics;
+        metrics
+            .requests
+            .with_label_values(&[route, status_label(status)])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let header = session.req_header();
+        log::info!(
+            "{} {} {} {} upstream={} {:.1}ms{}",
+            session
+                .client_addr()
+                .map_or_else(|| "-".to_string(), |a| a.to_string()),
+            header.method,
+            header.uri.path(),
+            status,
+            ctx.upstream.as_deref().unwrap_or("-"),
+            elapsed.as_secs_f64() * 1000.0,
+            error.map_or_else(String::new, |e| format!(" error={}", e.etype.as_str())),
+        );
+    }
+}
+
+impl Gateway {
+    /// `POST /v1/research`: checks the envelope, reads the body within the
+    /// limit, validates it and runs it through the research service.
+    async fn research(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
+        let header = session.req_header();
+        let text = |name: http::header::HeaderName| {
+            header
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("").to_string())
+        };
+        let content_type = text(http::header::CONTENT_TYPE);
+        let declared = text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+        let expects_continue = text(http::header::EXPECT)
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if let Some(content_type) = content_type.filter(|ct| !is_json(ct)) {
+            session.set_keepalive(None);
+            return Ok(Reply::detail(
+                415,
+                format!("Unsupported media type {content_type:?}: send application/json"),
+            ));
+        }
+        let limit = self.state.max_body_bytes;
+        if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+            // Refused before reading: the connection closes rather than drain it.
+            session.set_keepalive(None);
+            return Ok(too_large(declared, limit));
+        }
+        if expects_continue {
+            session.write_continue_response().await?;
+        }
+        let body = match read_body(session, limit).await? {
+            Some(body) => body,
+            None => {
+                session.set_keepalive(None);
+                return Ok(too_large(limit as u64 + 1, limit));
+            }
+        };
+        let request = match ResearchRequest::parse(&body) {
+            Ok(r) => r,
+            Err(rejection) => return Ok(rejection.reply()),
+        };
+        Ok(match self.state.research.answer(&request).await {
+            Ok(answer) => {
+                ctx.upstream = Some(answer.upstream.clone());
+                Reply::json(200, &answer).with_header("X-Upstream", answer.upstream)
+            }
+            Err(failure) => {
+                ctx.upstream = failure.upstream.clone();
+                failure.reply()
+            }
+        })
+    }
+}
+
+fn too_large(size: u64, limit: usize) -> Reply {
+    let shown = if size > limit as u64 {
+        "larger than".to_string()
+    } else {
+        size.to_string()
+    };
+    Reply::detail(
+        413,
+        format!("Request body {shown} the limit of {limit} bytes"),
+    )
+}
+
+/// `application/json` or any `application/*+json`, parameters allowed.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads the whole request body; `None` when it grows past `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
+    ctx.status = reply.status;
+    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, reply.content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in reply.headers {
+        header.insert_header(name, value)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Status codes as static labels, so metrics never allocate or explode.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

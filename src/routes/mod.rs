@@ -1,0 +1,125 @@
+//! The routes the gateway answers itself, and the small answer type they share.
+
+pub mod local;
+pub mod research;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Which route a request took; also the `route` label of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Ping,
+    Root,
+    Docs,
+    Metrics,
+    Research,
+    /// A known path with a method it does not take.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Route {
+    /// Low-cardinality label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Ping => "/ping",
+            Route::Root => "/",
+            Route::Docs => "/docs",
+            Route::Metrics => "/metrics",
+            Route::Research => "/v1/research",
+            Route::MethodNotAllowed => "method_not_allowed",
+            Route::NotFound => "not_found",
+        }
+    }
+
+    /// Maps a method and path onto a route. A query string is ignored.
+    pub fn of(method: &str, path: &str) -> Route {
+        let (route, allowed): (Route, &[&str]) = match path {
+            "/ping" => (Route::Ping, &["GET", "HEAD"]),
+            "/" => (Route::Root, &["GET", "HEAD"]),
+            "/docs" => (Route::Docs, &["GET", "HEAD"]),
+            "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
+            "/v1/research" => (Route::Research, &["POST"]),
+            _ => return Route::NotFound,
+        };
+        if allowed.contains(&method) {
+            route
+        } else {
+            Route::MethodNotAllowed
+        }
+    }
+}
+
+/// A complete answer written by the gateway itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: serde_json::to_vec(value)
+                .expect("answer types serialize")
+                .into(),
+        }
+    }
+
+    /// The FastAPI-style error `{"detail": "…"}`.
+    pub fn detail(status: u16, detail: impl Into<String>) -> Reply {
+        #[derive(Serialize)]
+        struct Detail {
+            detail: String,
+        }
+        Reply::json(
+            status,
+            &Detail {
+                detail: detail.into(),
+            },
+        )
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// The current time as ISO 8601 with microseconds and an explicit UTC offset,
+/// the form Python's `datetime.now(timezone.utc).isoformat()` writes and
+/// `datetime.fromisoformat` reads back on every Python version.
+pub fn iso_timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(Route::of("GET", "/ping"), Route::Ping);
+        assert_eq!(Route::of("HEAD", "/"), Route::Root);
+        assert_eq!(Route::of("POST", "/v1/research"), Route::Research);
+        assert_eq!(Route::of("GET", "/v1/research"), Route::MethodNotAllowed);
+        assert_eq!(Route::of("POST", "/ping"), Route::MethodNotAllowed);
+        assert_eq!(Route::of("GET", "/nope"), Route::NotFound);
+    }
+
+    #[test]
+    fn timestamps_are_iso_8601_with_offset() {
+        let t = iso_timestamp();
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+        assert!(t.ends_with("+00:00") && t.len() == 32, "{t}");
+    }
+}

@@ -1,0 +1,655 @@
+//! `POST /v1/research`, the original service's API: validation exactly as its
+//! pydantic model, the rewrite into an OpenAI chat completion, the call through
+//! the pool with retries, and the mapping of the answer back.
+
+use super::{Reply, iso_timestamp};
+use crate::client::{CallError, UpstreamClient, UpstreamReply, UpstreamRequest};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool::{NoUpstream, Pool, Upstream};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const QUERY_MAX_CHARS: usize = 5000;
+pub const MAX_TOKENS_RANGE: (i64, i64) = (100, 4000);
+pub const MAX_TOKENS_DEFAULT: i64 = 2000;
+pub const TEMPERATURE_RANGE: (f64, f64) = (0.0, 2.0);
+pub const TEMPERATURE_DEFAULT: f64 = 0.7;
+/// Longest upstream error text passed on to a client.
+const MAX_ERROR_TEXT: usize = 500;
+
+/// A validated research request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResearchRequest {
+    pub query: String,
+    pub max_tokens: i64,
+    pub temperature: f64,
+}
+
+/// One entry of a FastAPI validation error (`{"detail": [...]}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+/// Why a research body was refused before any upstream was asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// 400: the body is not JSON.
+    MalformedJson(String),
+    /// 422: JSON that breaks the schema.
+    Invalid(Vec<FieldError>),
+}
+
+impl Rejection {
+    pub fn reply(&self) -> Reply {
+        match self {
+            Rejection::MalformedJson(why) => {
+                Reply::detail(400, format!("Malformed JSON in request body: {why}"))
+            }
+            Rejection::Invalid(errors) => Reply::json(422, &json!({ "detail": errors })),
+        }
+    }
+}
+
+impl ResearchRequest {
+    /// Parses and validates a body as the original pydantic model did: every
+    /// field's problems reported at once, extra fields ignored, integers given as
+    /// whole floats or numeric strings accepted (pydantic's lax mode).
+    pub fn parse(body: &[u8]) -> Result<ResearchRequest, Rejection> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Rejection::MalformedJson(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(Rejection::Invalid(vec![FieldError {
+                kind: "model_attributes_type",
+                loc: vec!["body".into()],
+                msg: "Input should be a valid dictionary or object to extract fields from".into(),
+                ctx: None,
+            }]));
+        };
+        let mut errors = Vec::new();
+        let query = validate_query(&fields, &mut errors);
+        let max_tokens = validate_max_tokens(&fields, &mut errors);
+        let temperature = validate_temperature(&fields, &mut errors);
+        match (query, max_tokens, temperature) {
+            (Some(query), Some(max_tokens), Some(temperature)) if errors.is_empty() => {
+                Ok(ResearchRequest {
+                    query,
+                    max_tokens,
+                    temperature,
+                })
+            }
+            _ => Err(Rejection::Invalid(errors)),
+        }
+    }
+
+    /// The OpenAI chat-completion body sent upstream.
+    pub fn chat_body(&self, model: &str, system_prompt: Option<&str>) -> Bytes {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = system_prompt {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": self.query}));
+        let body = json!({
+            "model": model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        });
+        serde_json::to_vec(&body).expect("json values serialize").into()
+    }
+}
+
+fn field_error(field: &str, kind: &'static str, msg: impl Into<String>, ctx: Option<Value>) -> FieldError {
+    FieldError {
+        kind,
+        loc: vec!["body".into(), field.into()],
+        msg: msg.into(),
+        ctx,
+    }
+}
+
+fn validate_query(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match fields.get("query") {
+        None => {
+            errors.push(field_error("query", "missing", "Field required", None));
+            None
+        }
+        Some(Value::String(q)) => {
+            // pydantic counts characters (code points), not bytes.
+            let chars = q.chars().count();
+            if chars < 1 {
+                errors.push(field_error(
+                    "query",
+                    "string_too_short",
+                    "String should have at least 1 character",
+                    Some(json!({"min_length": 1})),
+                ));
+                None
+            } else if chars > QUERY_MAX_CHARS {
+                errors.push(field_error(
+                    "query",
+                    "string_too_long",
+                    format!("String should have at most {QUERY_MAX_CHARS} characters"),
+                    Some(json!({"max_length": QUERY_MAX_CHARS})),
+                ));
+                None
+            } else {
+                Some(q.clone())
+            }
+        }
+        Some(_) => {
+            errors.push(field_error(
+                "query",
+                "string_type",
+                "Input should be a valid string",
+                None,
+            ));
+            None
+        }
+    }
+}
+
+fn validate_max_tokens(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<i64> {
+    const FIELD: &str = "max_tokens";
+    let value = match fields.get(FIELD) {
+        None => return Some(MAX_TOKENS_DEFAULT),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i as f64,
+            (None, Some(f)) if f.fract() == 0.0 => f,
+            _ => {
+                errors.push(field_error(
+                    FIELD,
+                    "int_from_float",
+                    "Input should be a valid integer, got a number with a fractional part",
+                    None,
+                ));
+                return None;
+            }
+        },
+        Some(Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => i as f64,
+            Err(_) => {
+                errors.push(field_error(
+                    FIELD,
+                    "int_parsing",
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    None,
+                ));
+                return None;
+            }
+        },
+        Some(_) => {
+            errors.push(field_error(
+                FIELD,
+                "int_type",
+                "Input should be a valid integer",
+                None,
+            ));
+            return None;
+        }
+    };
+    let (min, max) = MAX_TOKENS_RANGE;
+    if value < min as f64 {
+        errors.push(field_error(
+            FIELD,
+            "greater_than_equal",
+            format!("Input should be greater than or equal to {min}"),
+            Some(json!({"ge": min})),
+        ));
+        None
+    } else if value > max as f64 {
+        errors.push(field_error(
+            FIELD,
+            "less_than_equal",
+            format!("Input should be less than or equal to {max}"),
+            Some(json!({"le": max})),
+        ));
+        None
+    } else {
+        Some(value as i64)
+    }
+}
+
+fn validate_temperature(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<f64> {
+    const FIELD: &str = "temperature";
+    let value = match fields.get(FIELD) {
+        None => return Some(TEMPERATURE_DEFAULT),
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => f,
+            _ => {
+                errors.push(field_error(
+                    FIELD,
+                    "float_parsing",
+                    "Input should be a valid number, unable to parse string as a number",
+                    None,
+                ));
+                return None;
+            }
+        },
+        Some(_) => {
+            errors.push(field_error(
+                FIELD,
+                "float_type",
+                "Input should be a valid number",
+                None,
+            ));
+            return None;
+        }
+    };
+    let (min, max) = TEMPERATURE_RANGE;
+    if value.is_nan() || value < min {
+        errors.push(field_error(
+            FIELD,
+            "greater_than_equal",
+            format!("Input should be greater than or equal to {min:.1}"),
+            Some(json!({"ge": min})),
+        ));
+        None
+    } else if value > max {
+        errors.push(field_error(
+            FIELD,
+            "less_than_equal",
+            format!("Input should be less than or equal to {max:.1}"),
+            Some(json!({"le": max})),
+        ));
+        None
+    } else {
+        Some(value)
+    }
+}
+
+/// The answer of `/v1/research`, field for field as the original service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResearchAnswer {
+    pub result: String,
+    pub model: String,
+    pub tokens_used: u64,
+    pub latency_ms: u64,
+    pub timestamp: String,
+    /// The upstream that answered; sent as a header, not in the body.
+    #[serde(skip)]
+    pub upstream: String,
+}
+
+/// A research request that failed after validation, with the status to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResearchFailure {
+    pub status: u16,
+    pub detail: String,
+    pub retry_after: Option<String>,
+    /// The upstream involved, if one was.
+    pub upstream: Option<String>,
+}
+
+impl ResearchFailure {
+    fn new(status: u16, detail: impl Into<String>) -> ResearchFailure {
+        ResearchFailure {
+            status,
+            detail: detail.into(),
+            retry_after: None,
+            upstream: None,
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        let mut reply = Reply::detail(self.status, self.detail.clone());
+        if let Some(retry_after) = &self.retry_after {
+            reply = reply.with_header("Retry-After", retry_after.clone());
+        }
+        if let Some(upstream) = &self.upstream {
+            reply = reply.with_header("X-Upstream", upstream.clone());
+        }
+        reply
+    }
+}
+
+/// Runs research requests through the pool. One instance serves every route
+/// that does research, so they share selection, retries and metrics.
+pub struct ResearchService {
+    pool: Arc<Pool>,
+    client: UpstreamClient,
+    metrics: Arc<Metrics>,
+    system_prompt: Option<String>,
+    total_timeout: Duration,
+    max_attempts: u32,
+    max_upstream_body: usize,
+}
+
+impl ResearchService {
+    pub fn new(config: &Config, pool: Arc<Pool>, metrics: Arc<Metrics>) -> ResearchService {
+        ResearchService {
+            pool,
+            client: UpstreamClient::new(config.timeouts.connect),
+            metrics,
+            system_prompt: config.research.system_prompt.clone(),
+            total_timeout: config.timeouts.total,
+            max_attempts: config.retries.max_attempts,
+            max_upstream_body: config.limits.max_upstream_body_bytes,
+        }
+    }
+
+    /// Answers one validated request, trying another upstream when one could
+    /// not be reached, all within the total timeout.
+    pub async fn answer(&self, req: &ResearchRequest) -> Result<ResearchAnswer, ResearchFailure> {
+        let started = Instant::now();
+        let deadline = started + self.total_timeout;
+        let mut tried = Vec::new();
+        let mut last_failure: Option<(String, CallError)> = None;
+        while tried.len() < self.max_attempts as usize {
+            let upstream = match self.pool.select(&tried) {
+                Ok(u) => u,
+                Err(NoUpstream::NoneConfigured) => {
+                    return Err(ResearchFailure::new(500, "vLLM backend not configured"));
+                }
+                Err(NoUpstream::NoneHealthy) => break,
+            };
+            tried.push(upstream.index);
+            let body = req.chat_body(&upstream.model, self.system_prompt.as_deref());
+            let path = format!("{}/chat/completions", upstream.base.path);
+            let request = UpstreamRequest {
+                method: "POST",
+                url: &upstream.base,
+                path: &path,
+                authorization: upstream.authorization(),
+                body: Some(body),
+                max_body: self.max_upstream_body,
+                read_timeout: None,
+            };
+            let attempt_started = Instant::now();
+            let outcome =
+                tokio::time::timeout_at(deadline, self.client.send(&upstream, &request)).await;
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[&upstream.name])
+                .observe(attempt_started.elapsed().as_secs_f64());
+            let reply = match outcome {
+                Err(_) => {
+                    self.count(&upstream, "timeout");
+                    return Err(ResearchFailure {
+                        upstream: Some(upstream.name.clone()),
+                        ..ResearchFailure::new(
+                            504,
+                            format!(
+                                "vLLM backend did not answer within {}",
+                                humantime::format_duration(self.total_timeout)
+                            ),
+                        )
+                    });
+                }
+                Ok(Err(e)) if e.nothing_sent() => {
+                    self.count(&upstream, "connect_error");
+                    log::warn!("upstream {} unreachable: {e}", upstream.name);
+                    last_failure = Some((upstream.name.clone(), e));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    self.count(&upstream, "error");
+                    return Err(ResearchFailure {
+                        upstream: Some(upstream.name.clone()),
+                        ..ResearchFailure::new(
+                            502,
+                            format!("vLLM backend {} failed: {e}", upstream.name),
+                        )
+                    });
+                }
+                Ok(Ok(reply)) => reply,
+            };
+            return self.map_reply(&upstream, reply, started);
+        }
+        Err(match last_failure {
+            Some((name, e)) => ResearchFailure::new(
+                503,
+                format!("vLLM backend unreachable: upstream {name}: {e}"),
+            ),
+            None => ResearchFailure::new(
+                503,
+                format!(
+                    "vLLM backend unreachable: no healthy upstream ({} of {} passed their health checks)",
+                    self.pool.healthy_count(),
+                    self.pool.upstreams().len()
+                ),
+            ),
+        })
+    }
+
+    fn count(&self, upstream: &Upstream, outcome: &str) {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[&upstream.name, outcome])
+            .inc();
+    }
+
+    fn map_reply(
+        &self,
+        upstream: &Upstream,
+        reply: UpstreamReply,
+        started: Instant,
+    ) -> Result<ResearchAnswer, ResearchFailure> {
+        let failure = |status: u16, detail: String| ResearchFailure {
+            upstream: Some(upstream.name.clone()),
+            ..ResearchFailure::new(status, detail)
+        };
+        if !(200..300).contains(&reply.status) {
+            self.count(upstream, &format!("http_{}xx", reply.status / 100));
+            let message = scrub(&upstream_error_text(&reply.body), upstream.api_key());
+            if reply.status == 429 {
+                return Err(ResearchFailure {
+                    retry_after: reply.header_str("retry-after").map(str::to_string),
+                    ..failure(
+                        429,
+                        format!("vLLM backend {} is rate limited: {message}", upstream.name),
+                    )
+                });
+            }
+            return Err(failure(
+                502,
+                format!(
+                    "vLLM backend {} answered HTTP {}: {message}",
+                    upstream.name, reply.status
+                ),
+            ));
+        }
+        let completion = match parse_chat_completion(&reply.body) {
+            Ok(c) => c,
+            Err(why) => {
+                self.count(upstream, "invalid_answer");
+                return Err(failure(
+                    502,
+                    format!(
+                        "vLLM backend {} sent an invalid chat completion: {why}",
+                        upstream.name
+                    ),
+                ));
+            }
+        };
+        self.count(upstream, "ok");
+        for (kind, n) in [
+            ("prompt", completion.prompt_tokens),
+            ("completion", completion.completion_tokens),
+        ] {
+            self.metrics
+                .upstream_tokens
+                .with_label_values(&[&upstream.name, kind])
+                .inc_by(n);
+        }
+        Ok(ResearchAnswer {
+            result: completion.content,
+            model: completion.model.unwrap_or_else(|| upstream.model.clone()),
+            tokens_used: completion.total_tokens,
+            latency_ms: started.elapsed().as_millis() as u64,
+            timestamp: iso_timestamp(),
+            upstream: upstream.name.clone(),
+        })
+    }
+}
+
+/// The parts of an OpenAI chat completion that research needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatCompletion {
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Reads a non-streamed chat completion; says what is missing when it is not one.
+pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
+    let content = value
+        .pointer("/choices/0/message/content")
+        .ok_or("no choices[0].message.content")?
+        .as_str()
+        .ok_or("choices[0].message.content is not a string")?
+        .to_string();
+    let usage = |name: &str| value.pointer(&format!("/usage/{name}")).and_then(Value::as_u64);
+    let prompt_tokens = usage("prompt_tokens").unwrap_or(0);
+    let completion_tokens = usage("completion_tokens").unwrap_or(0);
+    Ok(ChatCompletion {
+        content,
+        model: value.get("model").and_then(Value::as_str).map(str::to_string),
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: usage("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+    })
+}
+
+/// The message of an upstream error in any of the formats seen in the field:
+/// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
+/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text.
+pub fn upstream_error_text(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v
+            .pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("detail"))
+            .map(|m| match m {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| v.to_string()),
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    let text = if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text
+    };
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Removes a key from text that came from an upstream, in case it echoed it.
+fn scrub(text: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(body: &str) -> Vec<FieldError> {
+        match ResearchRequest::parse(body.as_bytes()) {
+            Err(Rejection::Invalid(e)) => e,
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_and_extra_fields_are_ignored() {
+        let r = ResearchRequest::parse(br#"{"query":"q","extra":1}"#).unwrap();
+        assert_eq!((r.max_tokens, r.temperature), (2000, 0.7));
+    }
+
+    #[test]
+    fn lax_integers_like_pydantic() {
+        let r = ResearchRequest::parse(br#"{"query":"q","max_tokens":"150","temperature":"1.5"}"#)
+            .unwrap();
+        assert_eq!((r.max_tokens, r.temperature), (150, 1.5));
+        let r = ResearchRequest::parse(br#"{"query":"q","max_tokens":300.0}"#).unwrap();
+        assert_eq!(r.max_tokens, 300);
+        assert_eq!(errors(r#"{"query":"q","max_tokens":300.5}"#)[0].kind, "int_from_float");
+        assert_eq!(errors(r#"{"query":"q","max_tokens":true}"#)[0].kind, "int_type");
+        assert_eq!(errors(r#"{"query":"q","max_tokens":"x"}"#)[0].kind, "int_parsing");
+    }
+
+    #[test]
+    fn every_field_error_is_reported_at_once() {
+        let e = errors(r#"{"max_tokens":99,"temperature":2.5}"#);
+        let kinds: Vec<_> = e.iter().map(|e| (e.loc[1].as_str(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("query", "missing"),
+                ("max_tokens", "greater_than_equal"),
+                ("temperature", "less_than_equal")
+            ]
+        );
+    }
+
+    #[test]
+    fn query_length_counts_characters() {
+        let q = "é".repeat(QUERY_MAX_CHARS);
+        assert!(ResearchRequest::parse(json!({ "query": q }).to_string().as_bytes()).is_ok());
+        let q = "é".repeat(QUERY_MAX_CHARS + 1);
+        assert_eq!(errors(&json!({ "query": q }).to_string())[0].kind, "string_too_long");
+    }
+
+    #[test]
+    fn chat_body_has_the_system_prompt_first() {
+        let r = ResearchRequest::parse(br#"{"query":"why?","max_tokens":100,"temperature":0}"#)
+            .unwrap();
+        let body: Value = serde_json::from_slice(&r.chat_body("m", Some("be brief"))).unwrap();
+        assert_eq!(
+            body,
+            json!({"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"why?"}],"max_tokens":100,"temperature":0.0})
+        );
+    }
+
+    #[test]
+    fn upstream_errors_in_every_format() {
+        assert_eq!(upstream_error_text(br#"{"error":{"message":"bad model"}}"#), "bad model");
+        assert_eq!(
+            upstream_error_text(br#"{"object":"error","message":"too long","type":"x"}"#),
+            "too long"
+        );
+        assert_eq!(
+            upstream_error_text(br#"{"error":"no workers available"}"#),
+            "no workers available"
+        );
+        assert_eq!(upstream_error_text(b"Bad Gateway\n"), "Bad Gateway");
+        assert_eq!(upstream_error_text(b""), "(empty body)");
+        assert_eq!(scrub("key sk-abcdef leaked", Some("sk-abcdef")), "key [redacted] leaked");
+    }
+
+    #[test]
+    fn chat_completions_are_read_or_refused_with_a_reason() {
+        let c = parse_chat_completion(
+            br#"{"model":"m","choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.content.as_str(), c.total_tokens), ("hi", 5));
+        assert_eq!(
+            parse_chat_completion(br#"{"choices":[]}"#).unwrap_err(),
+            "no choices[0].message.content"
+        );
+        assert!(parse_chat_completion(b"{\"choices\":").unwrap_err().starts_with("not JSON"));
+    }
+}

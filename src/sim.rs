@@ -1,0 +1,472 @@
+//! A simulated vLLM upstream on loopback, shared by tests, benchmarks and
+//! `--demo`: OpenAI-compatible chat completions (plain and SSE streaming),
+//! `/v1/models`, `/ping`, `/health`, RunPod's `/v2/{id}/health`, with
+//! configurable time to first token, token pacing, failures and a cold mode.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Channel, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Requests kept for inspection; older ones are dropped.
+const RECORDED_REQUESTS: usize = 1000;
+
+/// How a simulated upstream behaves. Every field can be changed while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Used in answers, so that a test can tell upstreams apart.
+    pub name: String,
+    /// Model id reported in answers and `/v1/models`.
+    pub model: String,
+    /// Time before the first token.
+    pub ttft: Duration,
+    /// Pace of the tokens after the first one.
+    pub tokens_per_second: f64,
+    /// Tokens in an answer (fewer when the request's `max_tokens` is lower).
+    pub answer_tokens: usize,
+    /// Share of chat requests answered with `error_status`, spread evenly.
+    pub error_rate: f64,
+    pub error_status: u16,
+    /// `GET /ping` answers 204 (initializing) and `/health` 503.
+    pub cold: bool,
+    /// When set, chat and model requests need `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+}
+
+impl SimConfig {
+    pub fn new(name: &str) -> SimConfig {
+        SimConfig {
+            name: name.to_string(),
+            model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+            ttft: Duration::from_millis(0),
+            tokens_per_second: 0.0,
+            answer_tokens: 16,
+            error_rate: 0.0,
+            error_status: 500,
+            cold: false,
+            api_key: None,
+        }
+    }
+
+    pub fn ttft(mut self, ttft: Duration) -> Self {
+        self.ttft = ttft;
+        self
+    }
+
+    /// Tokens per second after the first one; 0 sends them all at once.
+    pub fn tokens_per_second(mut self, tps: f64) -> Self {
+        self.tokens_per_second = tps;
+        self
+    }
+
+    pub fn answer_tokens(mut self, n: usize) -> Self {
+        self.answer_tokens = n;
+        self
+    }
+
+    pub fn model(mut self, model: &str) -> Self {
+        self.model = model.to_string();
+        self
+    }
+
+    pub fn api_key(mut self, key: &str) -> Self {
+        self.api_key = Some(key.to_string());
+        self
+    }
+
+    pub fn errors(mut self, rate: f64, status: u16) -> Self {
+        self.error_rate = rate;
+        self.error_status = status;
+        self
+    }
+
+    pub fn cold(mut self, cold: bool) -> Self {
+        self.cold = cold;
+        self
+    }
+
+    fn token_gap(&self) -> Duration {
+        if self.tokens_per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / self.tokens_per_second)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// One request as the simulated upstream received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub host: Option<String>,
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+struct SimState {
+    config: Mutex<SimConfig>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    chat_requests: AtomicU64,
+    health_requests: AtomicU64,
+}
+
+/// A running simulated upstream; stops when dropped.
+pub struct SimUpstream {
+    address: SocketAddr,
+    state: Arc<SimState>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl SimUpstream {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimUpstream> {
+        SimUpstream::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts on a given address (port 0 for an ephemeral one).
+    pub async fn start_on(address: SocketAddr, config: SimConfig) -> std::io::Result<SimUpstream> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(SimState {
+            config: Mutex::new(config),
+            requests: Mutex::new(Vec::new()),
+            chat_requests: AtomicU64::new(0),
+            health_requests: AtomicU64::new(0),
+        });
+        let server = tokio::spawn(serve(listener, state.clone()));
+        Ok(SimUpstream {
+            address,
+            state,
+            server: Some(server),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, for a `base_url` upstream.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+
+    /// `http://127.0.0.1:PORT`, for `runpod_api_base`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Changes the behaviour of the running upstream.
+    pub fn update(&self, change: impl FnOnce(&mut SimConfig)) {
+        change(&mut self.state.config.lock().expect("sim config lock"));
+    }
+
+    pub fn config(&self) -> SimConfig {
+        self.state.config.lock().expect("sim config lock").clone()
+    }
+
+    /// Requests received so far (the last 1000).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().expect("sim log lock").clone()
+    }
+
+    /// Chat completion requests received so far.
+    pub fn chat_requests(&self) -> u64 {
+        self.state.chat_requests.load(Ordering::Relaxed)
+    }
+
+    /// Health probes (`/ping`, `/health`, `/v2/{id}/health`) received so far.
+    pub fn health_requests(&self) -> u64 {
+        self.state.health_requests.load(Ordering::Relaxed)
+    }
+
+    /// Stops listening and drops every open connection at once, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+impl Drop for SimUpstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<SimState>) {
+    // Connections live in this set, so aborting the server aborts them too.
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type SimBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<SimBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("server", "sim-vllm")
+        .body(
+            Full::new(body.into())
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        )
+        .expect("valid response")
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
+    full(status, "application/json", value.to_string())
+}
+
+fn openai_error(status: StatusCode, message: &str) -> Response<SimBody> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": status.canonical_reason().unwrap_or("Error"), "param": null, "code": status.as_u16()}}),
+    )
+}
+
+async fn handle(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        host: header("host"),
+        body,
+    };
+    {
+        let mut log = state.requests.lock().expect("sim log lock");
+        if log.len() >= RECORDED_REQUESTS {
+            log.remove(0);
+        }
+        log.push(recorded.clone());
+    }
+    let config = state.config.lock().expect("sim config lock").clone();
+    let path = recorded.path.as_str();
+    let authorized = config
+        .api_key
+        .as_ref()
+        .is_none_or(|key| recorded.authorization.as_deref() == Some(&format!("Bearer {key}")));
+
+    let response = match (&parts.method, path) {
+        (&Method::GET, "/ping") | (&Method::GET, "/health") => {
+            state.health_requests.fetch_add(1, Ordering::Relaxed);
+            match (config.cold, path) {
+                (true, "/ping") => full(StatusCode::NO_CONTENT, "text/plain", ""),
+                (true, _) => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", ""),
+                (false, _) => full(StatusCode::OK, "text/plain", ""),
+            }
+        }
+        (&Method::GET, p) if p.starts_with("/v2/") && p.ends_with("/health") => {
+            state.health_requests.fetch_add(1, Ordering::Relaxed);
+            if !authorized {
+                json_response(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"}))
+            } else {
+                let running = u64::from(!config.cold);
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "jobs": {"completed": state.chat_requests.load(Ordering::Relaxed), "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
+                        "workers": {"idle": running, "running": running}
+                    }),
+                )
+            }
+        }
+        _ if !authorized => openai_error(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        (&Method::GET, p) if p.ends_with("/models") => json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [{
+                "id": config.model, "object": "model", "created": unix_time(), "owned_by": "vllm",
+                "root": config.model, "max_model_len": 8192
+            }]}),
+        ),
+        (&Method::POST, p) if p.ends_with("/chat/completions") => {
+            chat(&state, &config, &recorded).await
+        }
+        _ => openai_error(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    Ok(response)
+}
+
+async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Response<SimBody> {
+    let n = state.chat_requests.fetch_add(1, Ordering::Relaxed);
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return openai_error(StatusCode::BAD_REQUEST, "request body is not valid JSON");
+    };
+    if body.get("messages").and_then(Value::as_array).is_none() {
+        return openai_error(StatusCode::BAD_REQUEST, "messages: field required");
+    }
+    // Spread failures evenly: request n fails when the running share crosses an integer.
+    let rate = config.error_rate.clamp(0.0, 1.0);
+    if ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor() {
+        tokio::time::sleep(config.ttft).await;
+        let status = StatusCode::from_u16(config.error_status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = openai_error(status, &format!("simulated failure from {}", config.name));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert("retry-after", "1".parse().expect("valid header"));
+        }
+        return response;
+    }
+    let max_tokens = body
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .map_or(config.answer_tokens, |m| (m as usize).min(config.answer_tokens));
+    let prompt = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words = answer_words(&config.name, &prompt, max_tokens.max(1));
+    let prompt_tokens = prompt.split_whitespace().count().max(1) as u64;
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": words.len(),
+        "total_tokens": prompt_tokens + words.len() as u64,
+    });
+    let id = format!("chatcmpl-sim-{n}");
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        return stream_chat(config.clone(), id, words, include_usage.then_some(usage));
+    }
+    let gap = config.token_gap();
+    tokio::time::sleep(config.ttft + gap * words.len().saturating_sub(1) as u32).await;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id, "object": "chat.completion", "created": unix_time(), "model": config.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")}, "finish_reason": "length", "logprobs": null}],
+            "usage": usage,
+        }),
+    )
+}
+
+fn stream_chat(
+    config: SimConfig,
+    id: String,
+    words: Vec<String>,
+    usage: Option<Value>,
+) -> Response<SimBody> {
+    let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(4);
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": unix_time(), "model": config.model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
+        };
+        let event = |v: Value| Bytes::from(format!("data: {v}\n\n"));
+        tokio::time::sleep(config.ttft).await;
+        if tx
+            .send(Frame::data(event(chunk(json!({"role": "assistant", "content": ""}), Value::Null))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let last = words.len().saturating_sub(1);
+        for (i, word) in words.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(config.token_gap()).await;
+            }
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            let finish = if i == last { json!("length") } else { Value::Null };
+            if tx
+                .send(Frame::data(event(chunk(json!({"content": text}), finish))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(usage) = usage {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": unix_time(), "model": config.model, "choices": [], "usage": usage});
+            let _ = tx.send(Frame::data(event(v))).await;
+        }
+        let _ = tx.send(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("server", "sim-vllm")
+        .body(body.boxed())
+        .expect("valid response")
+}
+
+/// A deterministic answer: a sentence naming the upstream and the question,
+/// then filler words, `n` words in all.
+fn answer_words(name: &str, prompt: &str, n: usize) -> Vec<String> {
+    let topic: String = prompt.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+    let opening = format!("[{name}] Simulated answer about: {topic}.");
+    const FILLER: &[&str] = &[
+        "vLLM", "batches", "requests", "continuously", "and", "pages", "the", "KV", "cache", "so",
+        "throughput", "stays", "high", "while", "latency", "stays", "low.",
+    ];
+    opening
+        .split_whitespace()
+        .map(str::to_string)
+        .chain(FILLER.iter().cycle().map(|w| w.to_string()))
+        .take(n)
+        .collect()
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
