@@ -38,6 +38,11 @@ pub struct SimConfig {
     /// Share of chat requests answered with `error_status`, spread evenly.
     pub error_rate: f64,
     pub error_status: u16,
+    /// Message of the simulated failures (default names the upstream).
+    pub error_message: Option<String>,
+    /// Body of successful chat answers instead of a chat completion, to
+    /// simulate a broken or foreign upstream.
+    pub raw_answer: Option<String>,
     /// `GET /ping` answers 204 (initializing) and `/health` 503.
     pub cold: bool,
     /// When set, chat and model requests need `Authorization: Bearer <key>`.
@@ -54,6 +59,8 @@ impl SimConfig {
             answer_tokens: 16,
             error_rate: 0.0,
             error_status: 500,
+            error_message: None,
+            raw_answer: None,
             cold: false,
             api_key: None,
         }
@@ -351,7 +358,11 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
         tokio::time::sleep(config.ttft).await;
         let status = StatusCode::from_u16(config.error_status)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = openai_error(status, &format!("simulated failure from {}", config.name));
+        let message = config
+            .error_message
+            .clone()
+            .unwrap_or_else(|| format!("simulated failure from {}", config.name));
+        let mut response = openai_error(status, &message);
         if status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
@@ -370,7 +381,13 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
         .filter_map(|m| m.get("content").and_then(Value::as_str))
         .collect::<Vec<_>>()
         .join(" ");
-    let words = answer_words(&config.name, &prompt, max_tokens.max(1));
+    let question = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let words = answer_words(&config.name, question, max_tokens.max(1));
     let prompt_tokens = prompt.split_whitespace().count().max(1) as u64;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
@@ -386,6 +403,10 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
         return stream_chat(config.clone(), id, words, include_usage.then_some(usage));
     }
     let gap = config.token_gap();
+    if let Some(raw) = &config.raw_answer {
+        tokio::time::sleep(config.ttft).await;
+        return full(StatusCode::OK, "application/json", raw.clone());
+    }
     tokio::time::sleep(config.ttft + gap * words.len().saturating_sub(1) as u32).await;
     json_response(
         StatusCode::OK,

@@ -1,0 +1,115 @@
+//! Shared test harness: a gateway in this process in front of simulated vLLM
+//! upstreams, all on 127.0.0.1 ephemeral ports.
+#![allow(dead_code)]
+
+use context7_lb::app::RunningGateway;
+use context7_lb::config::{Config, UpstreamConfig};
+use context7_lb::sim::{SimConfig, SimUpstream};
+use std::time::{Duration, Instant};
+
+/// A configuration listening on a free loopback port, with quick health checks.
+pub fn config() -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        threads: 1,
+        ..Config::default()
+    };
+    config.health_check.interval = Duration::from_millis(200);
+    config.health_check.timeout = Duration::from_millis(500);
+    config.timeouts.connect = Duration::from_secs(1);
+    config.timeouts.total = Duration::from_secs(5);
+    config
+}
+
+/// An upstream entry for a simulated upstream.
+pub fn upstream(name: &str, sim: &SimUpstream, key: &str) -> UpstreamConfig {
+    UpstreamConfig {
+        name: name.into(),
+        base_url: Some(sim.base_url()),
+        api_key: Some(key.into()),
+        ..UpstreamConfig::default()
+    }
+}
+
+/// Starts one simulated upstream per configuration.
+pub async fn sims(configs: Vec<SimConfig>) -> Vec<SimUpstream> {
+    let mut out = Vec::new();
+    for c in configs {
+        out.push(SimUpstream::start(c).await.expect("sim starts"));
+    }
+    out
+}
+
+/// Starts a gateway in front of `sims` (keys `key-<name>`) and waits until every
+/// upstream's first health check has landed.
+pub async fn gateway(sims: &[SimUpstream], mut config: Config) -> RunningGateway {
+    for sim in sims {
+        let name = sim.config().name;
+        config
+            .upstreams
+            .push(upstream(&name, sim, &format!("key-{name}")));
+    }
+    start(config).await
+}
+
+/// Starts a gateway for `config` and waits for the first round of health checks.
+pub async fn start(config: Config) -> RunningGateway {
+    config.validate().expect("test config is valid");
+    let gw = tokio::task::spawn_blocking(move || RunningGateway::start(config))
+        .await
+        .expect("start task")
+        .expect("gateway starts");
+    let state = gw.state.clone();
+    wait_until("first health checks", || {
+        state
+            .pool
+            .upstreams()
+            .iter()
+            .all(|u| u.last_check().is_some())
+    })
+    .await;
+    gw
+}
+
+/// Polls `condition` every 10 ms for up to 10 s.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Stops a gateway without blocking the test's runtime.
+pub async fn stop(gw: RunningGateway) {
+    tokio::task::spawn_blocking(move || drop(gw))
+        .await
+        .expect("stop task");
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// POSTs a JSON text to `/v1/research`; returns status, headers and JSON body.
+pub async fn research(
+    gw: &RunningGateway,
+    body: &str,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let response = client()
+        .post(format!("{}/v1/research", gw.url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body read");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text:?}"));
+    (status, headers, json)
+}
