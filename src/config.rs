@@ -247,8 +247,18 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_saphyr::from_str_with_options::<Config>(&text, options).map_err(|e| {
+        // The path of the failing field is recorded on the way out, while the
+        // parser's own error keeps its line and column.
+        let mut path = String::new();
+        serde_saphyr::with_deserializer_from_str_with_options(&text, options, |de| {
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        })
+        .map_err(|e| {
             vec![yaml_problem(
+                &path,
                 &e.without_snippet().to_string(),
                 e.location().map(|l| (l.line(), l.column())),
             )]
@@ -565,7 +575,7 @@ fn require_set_variables(text: &str) -> String {
     out
 }
 
-fn yaml_problem(message: &str, location: Option<(u64, u64)>) -> Problem {
+fn yaml_problem(path: &str, message: &str, location: Option<(u64, u64)>) -> Problem {
     // The parser appends its own "at line L, column C"; the location goes in `at`.
     let why = message
         .rsplit_once(" at line ")
@@ -580,10 +590,14 @@ fn yaml_problem(message: &str, location: Option<(u64, u64)>) -> Problem {
         }
         None => why.to_string(),
     };
+    let place = match location {
+        Some((line, column)) => format!("line {line} column {column}"),
+        None => "document".into(),
+    };
     Problem {
-        at: match location {
-            Some((line, column)) => format!("line {line} column {column}"),
-            None => "document".into(),
+        at: match path {
+            "" | "." => place,
+            path => format!("{path} ({place})"),
         },
         why,
     }

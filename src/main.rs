@@ -31,7 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    context7_lb::logging::init();
 
     let config = if args.demo {
         let listen = args.listen.clone().unwrap_or_else(|| {

@@ -1,0 +1,273 @@
+//! Configuration: the documented shape, `${VAR}` expansion, every error with
+//! its message, the environment-only mode, and `--check` on every shipped file.
+
+use context7_lb::config::{Config, Problem};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn problems(yaml: &str, vars: &[(&str, &str)]) -> Vec<String> {
+    let result = Config::from_yaml(yaml, &env(vars)).and_then(|c| c.validate().map(|_| c));
+    match result {
+        Ok(c) => panic!("expected problems, got {c:?}"),
+        Err(problems) => problems.iter().map(Problem::to_string).collect(),
+    }
+}
+
+/// The shape from the foundation issue, accepted as written.
+const ISSUE_SHAPE: &str = r#"
+listen: "0.0.0.0:8002"
+research:
+  model: "meta-llama/Llama-3.1-8B-Instruct"
+upstreams:
+  - name: runpod-a
+    runpod_endpoint_id: "${RUNPOD_VLLM_ENDPOINT_ID}"   # https://api.runpod.ai/v2/{id}/openai/v1
+    api_key: "${RUNPOD_API_KEY}"
+  - name: box-1
+    base_url: "http://127.0.0.1:8000/v1"               # any OpenAI-compatible server
+    model: "my-served-name"                            # optional, overrides research.model for this upstream
+health_check:
+  path: /ping
+  interval: 5s
+  timeout: 2s
+timeouts:
+  connect: 10s
+  total: 60s
+"#;
+
+#[test]
+fn the_documented_shape_is_accepted_with_variables_expanded() {
+    let config = Config::from_yaml(
+        ISSUE_SHAPE,
+        &env(&[
+            ("RUNPOD_VLLM_ENDPOINT_ID", "abc123"),
+            ("RUNPOD_API_KEY", "rp-key"),
+        ]),
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        config.upstreams[0].runpod_endpoint_id.as_deref(),
+        Some("abc123")
+    );
+    assert_eq!(config.upstreams[0].api_key.as_deref(), Some("rp-key"));
+    assert_eq!(config.upstreams[1].model.as_deref(), Some("my-served-name"));
+    assert_eq!(config.health_check.interval, Duration::from_secs(5));
+    assert_eq!(config.timeouts.connect, Duration::from_secs(10));
+    assert_eq!(config.timeouts.total, Duration::from_secs(60));
+}
+
+#[test]
+fn defaults_fill_an_empty_file() {
+    let config = Config::from_yaml("", &env(&[])).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.listen, "0.0.0.0:8002");
+    assert_eq!(config.research.model, "meta-llama/Llama-3.1-8B-Instruct");
+    assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
+}
+
+#[test]
+fn defaults_and_durations() {
+    let config = Config::from_yaml(
+        "listen: \"127.0.0.1:${PORT:-9000}\"\nhealth_check:\n  interval: 500ms\n  timeout: 1m 30s\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.listen, "127.0.0.1:9000");
+    assert_eq!(config.health_check.interval, Duration::from_millis(500));
+    assert_eq!(config.health_check.timeout, Duration::from_secs(90));
+    let config = Config::from_yaml("timeouts:\n  total: 2m\n", &env(&[])).unwrap();
+    assert_eq!(config.timeouts.total, Duration::from_secs(120));
+}
+
+#[test]
+fn a_variable_in_a_comment_is_not_expanded_and_dollars_can_be_escaped() {
+    let config = Config::from_yaml(
+        "# uses ${NOT_SET_ANYWHERE}\nresearch:\n  system_prompt: \"costs $$5, $${HOME}\"\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.research.system_prompt.as_deref(),
+        Some("costs $5, ${HOME}")
+    );
+}
+
+#[test]
+fn an_unset_variable_is_an_error_that_names_it() {
+    assert_eq!(
+        problems(ISSUE_SHAPE, &[("RUNPOD_API_KEY", "k")]),
+        ["upstreams[0] (line 7 column 25): environment variable RUNPOD_VLLM_ENDPOINT_ID is not set (write ${RUNPOD_VLLM_ENDPOINT_ID:-default} to give a default)"]
+    );
+}
+
+#[test]
+fn an_unknown_key_is_an_error_with_its_path() {
+    assert_eq!(
+        problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]),
+        ["upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, model"]
+    );
+    assert_eq!(
+        problems("helth_check: {}\n", &[]),
+        ["helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits"]
+    );
+}
+
+#[test]
+fn a_bad_duration_is_an_error_that_shows_the_form() {
+    let p = problems("timeouts:\n  connect: ten\n", &[]);
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with("timeouts.connect (line 2 column 12): invalid duration \"ten\""),
+        "{p:?}"
+    );
+    assert!(
+        p[0].ends_with("write a number and a unit, such as 500ms, 5s or 2m"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let yaml = r#"
+listen: "nowhere"
+upstreams:
+  - name: a
+    base_url: "ftp://x/v1"
+  - name: a
+    runpod_endpoint_id: "has space"
+  - name: "b c"
+  - name: d
+    base_url: "http://x/v1"
+    runpod_endpoint_id: "e"
+health_check:
+  path: ping
+  interval: 0s
+retries:
+  max_attempts: 0
+"#;
+    assert_eq!(
+        problems(yaml, &[]),
+        [
+            "listen: \"nowhere\" is not an address and port such as \"0.0.0.0:8002\" (invalid socket address syntax)",
+            "upstreams[0].base_url: \"ftp://x/v1\" must start with http:// or https://",
+            "upstreams[1].name: \"a\" is used by another upstream",
+            "upstreams[1].runpod_endpoint_id: \"has space\" is not a RunPod endpoint id (letters, digits, '-' and '_')",
+            "upstreams[1].api_key: RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")",
+            "upstreams[2].name: \"b c\" may only hold letters, digits, '-', '_' and '.'",
+            "upstreams[2]: needs runpod_endpoint_id or base_url",
+            "upstreams[3]: set either runpod_endpoint_id or base_url, not both",
+            "health_check.path: \"ping\" must start with '/'",
+            "health_check.interval: must be longer than zero",
+            "retries.max_attempts: must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn environment_mode_reads_the_original_variables() {
+    let config = Config::from_env(&env(&[
+        ("RUNPOD_API_KEY", "rp-key"),
+        ("RUNPOD_VLLM_ENDPOINT_ID", "ep1, ep2"),
+        ("PORT", "9123"),
+    ]))
+    .unwrap();
+    assert_eq!(config.listen, "0.0.0.0:9123");
+    let ids: Vec<_> = config
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.runpod_endpoint_id.as_deref().unwrap()))
+        .collect();
+    assert_eq!(ids, [("runpod-ep1", "ep1"), ("runpod-ep2", "ep2")]);
+    assert!(
+        config
+            .upstreams
+            .iter()
+            .all(|u| u.api_key.as_deref() == Some("rp-key"))
+    );
+
+    let config = Config::from_env(&env(&[])).unwrap();
+    assert!(config.upstreams.is_empty());
+    assert_eq!(config.listen, "0.0.0.0:8002");
+
+    let err = Config::from_env(&env(&[("RUNPOD_VLLM_ENDPOINT_ID", "ep1")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment: 1 problem in the configuration\n  environment: upstreams[0].api_key: RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")\n"
+    );
+}
+
+#[test]
+fn runpod_api_base_from_the_environment_wins() {
+    let config = Config::from_env(&env(&[
+        ("RUNPOD_API_BASE", "http://127.0.0.1:7000"),
+        ("RUNPOD_VLLM_ENDPOINT_ID", "ep"),
+        ("RUNPOD_API_KEY", "k"),
+    ]))
+    .unwrap();
+    assert_eq!(config.runpod_api_base, "http://127.0.0.1:7000");
+}
+
+fn check(path: &Path, vars: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_context7-lb"))
+        .arg("--config")
+        .arg(path)
+        .arg("--check")
+        .env_remove("RUNPOD_API_KEY")
+        .env_remove("RUNPOD_VLLM_ENDPOINT_ID")
+        .envs(vars.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_passes_on_every_shipped_config_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let (ok, stdout, stderr) = check(&path, &[]);
+            assert!(ok, "{}: {stderr}", path.display());
+            assert!(stdout.contains("configuration is valid"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "config/ holds the example files");
+}
+
+#[test]
+fn check_prints_every_problem_and_fails() {
+    let dir = std::env::temp_dir().join(format!("c7lb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  - name: a\n    base_url: \"nope\"\nhealth_check:\n  timeout: 0s\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = check(&file, &[]);
+    assert!(!ok);
+    assert_eq!(stdout, "");
+    let f = file.display();
+    assert_eq!(
+        stderr,
+        format!(
+            "{f}: 2 problems in the configuration\n  {f}: upstreams[0].base_url: \"nope\" must start with http:// or https://\n  {f}: health_check.timeout: must be longer than zero\n"
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
