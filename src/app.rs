@@ -113,10 +113,7 @@ impl RunningGateway {
         if config.listen_addr().port() == 0 {
             let probe = TcpListener::bind((config.listen_addr().ip(), 0))
                 .map_err(|e| format!("no free port: {e}"))?;
-            config.listen = probe
-                .local_addr()
-                .map_err(|e| e.to_string())?
-                .to_string();
+            config.listen = probe.local_addr().map_err(|e| e.to_string())?.to_string();
         }
         let built = build(&config, None)?;
         let address = built.listen;

@@ -101,9 +101,9 @@ impl UpstreamClient {
         upstream: &Upstream,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamReply, CallError> {
-        let address = upstream.address().ok_or_else(|| {
-            CallError::NoAddress(format!("{} did not resolve", req.url.host))
-        })?;
+        let address = upstream
+            .address()
+            .ok_or_else(|| CallError::NoAddress(format!("{} did not resolve", req.url.host)))?;
         self.send_to(address, req).await
     }
 
@@ -171,7 +171,10 @@ async fn exchange(
         .map_err(|e| Failure::BeforeAnswer(io(e)))?;
     let headers: [(&str, String); 5] = [
         ("Host", req.url.authority()),
-        ("User-Agent", concat!("context7-lb/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "User-Agent",
+            concat!("context7-lb/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("Accept", "application/json".into()),
         // Answers on these routes are parsed, so they must not come compressed.
         ("Accept-Encoding", "identity".into()),

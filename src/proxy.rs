@@ -82,9 +82,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = match (ctx.status, error) {
             (0, Some(_)) => 500,
-            (0, None) => session
-                .response_written()
-                .map_or(0, |r| r.status.as_u16()),
+            (0, None) => session.response_written().map_or(0, |r| r.status.as_u16()),
             (s, _) => s,
         };
         let elapsed = ctx.started.elapsed();
@@ -126,9 +124,10 @@ impl Gateway {
                 .map(|v| v.to_str().unwrap_or("").to_string())
         };
         let content_type = text(http::header::CONTENT_TYPE);
-        let declared = text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-        let expects_continue = text(http::header::EXPECT)
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        let declared =
+            text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+        let expects_continue =
+            text(http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
         if let Some(content_type) = content_type.filter(|ct| !is_json(ct)) {
             session.set_keepalive(None);
             return Ok(Reply::detail(
@@ -189,7 +188,8 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Reads the whole request body; `None` when it grows past `limit`.
@@ -241,10 +241,10 @@ fn status_label(status: u16) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
         _ => "5xx",
     }
 }

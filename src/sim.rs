@@ -356,8 +356,8 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
     let rate = config.error_rate.clamp(0.0, 1.0);
     if ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor() {
         tokio::time::sleep(config.ttft).await;
-        let status = StatusCode::from_u16(config.error_status)
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(config.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = config
             .error_message
             .clone()
@@ -373,7 +373,9 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
     let max_tokens = body
         .get("max_tokens")
         .and_then(Value::as_u64)
-        .map_or(config.answer_tokens, |m| (m as usize).min(config.answer_tokens));
+        .map_or(config.answer_tokens, |m| {
+            (m as usize).min(config.answer_tokens)
+        });
     let prompt = body["messages"]
         .as_array()
         .into_iter()
@@ -433,7 +435,10 @@ fn stream_chat(
         let event = |v: Value| Bytes::from(format!("data: {v}\n\n"));
         tokio::time::sleep(config.ttft).await;
         if tx
-            .send(Frame::data(event(chunk(json!({"role": "assistant", "content": ""}), Value::Null))))
+            .send(Frame::data(event(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ))))
             .await
             .is_err()
         {
@@ -444,8 +449,16 @@ fn stream_chat(
             if i > 0 {
                 tokio::time::sleep(config.token_gap()).await;
             }
-            let text = if i == 0 { word.clone() } else { format!(" {word}") };
-            let finish = if i == last { json!("length") } else { Value::Null };
+            let text = if i == 0 {
+                word.clone()
+            } else {
+                format!(" {word}")
+            };
+            let finish = if i == last {
+                json!("length")
+            } else {
+                Value::Null
+            };
             if tx
                 .send(Frame::data(event(chunk(json!({"content": text}), finish))))
                 .await
@@ -458,7 +471,9 @@ fn stream_chat(
             let v = json!({"id": id, "object": "chat.completion.chunk", "created": unix_time(), "model": config.model, "choices": [], "usage": usage});
             let _ = tx.send(Frame::data(event(v))).await;
         }
-        let _ = tx.send(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        let _ = tx
+            .send(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))
+            .await;
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -472,11 +487,30 @@ fn stream_chat(
 /// A deterministic answer: a sentence naming the upstream and the question,
 /// then filler words, `n` words in all.
 fn answer_words(name: &str, prompt: &str, n: usize) -> Vec<String> {
-    let topic: String = prompt.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+    let topic: String = prompt
+        .split_whitespace()
+        .take(8)
+        .collect::<Vec<_>>()
+        .join(" ");
     let opening = format!("[{name}] Simulated answer about: {topic}.");
     const FILLER: &[&str] = &[
-        "vLLM", "batches", "requests", "continuously", "and", "pages", "the", "KV", "cache", "so",
-        "throughput", "stays", "high", "while", "latency", "stays", "low.",
+        "vLLM",
+        "batches",
+        "requests",
+        "continuously",
+        "and",
+        "pages",
+        "the",
+        "KV",
+        "cache",
+        "so",
+        "throughput",
+        "stays",
+        "high",
+        "while",
+        "latency",
+        "stays",
+        "low.",
     ];
     opening
         .split_whitespace()

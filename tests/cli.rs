@@ -59,10 +59,7 @@ async fn environment_mode_serves_research_and_never_logs_a_key() {
     let mut gateway = Gateway(child);
     let base = format!("http://127.0.0.1:{port}");
 
-    let ping = wait_for(&format!("{base}/ping"), |b| {
-        b["upstreams"]["healthy"] == 2
-    })
-    .await;
+    let ping = wait_for(&format!("{base}/ping"), |b| b["upstreams"]["healthy"] == 2).await;
     assert_eq!(ping["vllm_configured"], true);
 
     let client = reqwest::Client::new();

@@ -105,7 +105,9 @@ fn a_variable_in_a_comment_is_not_expanded_and_dollars_can_be_escaped() {
 fn an_unset_variable_is_an_error_that_names_it() {
     assert_eq!(
         problems(ISSUE_SHAPE, &[("RUNPOD_API_KEY", "k")]),
-        ["upstreams[0] (line 7 column 25): environment variable RUNPOD_VLLM_ENDPOINT_ID is not set (write ${RUNPOD_VLLM_ENDPOINT_ID:-default} to give a default)"]
+        [
+            "upstreams[0] (line 7 column 25): environment variable RUNPOD_VLLM_ENDPOINT_ID is not set (write ${RUNPOD_VLLM_ENDPOINT_ID:-default} to give a default)"
+        ]
     );
 }
 
@@ -113,11 +115,15 @@ fn an_unset_variable_is_an_error_that_names_it() {
 fn an_unknown_key_is_an_error_with_its_path() {
     assert_eq!(
         problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]),
-        ["upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, model"]
+        [
+            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, model"
+        ]
     );
     assert_eq!(
         problems("helth_check: {}\n", &[]),
-        ["helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits"]
+        [
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits"
+        ]
     );
 }
 

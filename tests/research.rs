@@ -196,12 +196,22 @@ async fn validation_matches_the_original_service() {
         (
             r#"{"query":42}"#.into(),
             422,
-            field("query", "string_type", "Input should be a valid string", None),
+            field(
+                "query",
+                "string_type",
+                "Input should be a valid string",
+                None,
+            ),
         ),
         (
             r#"{"query":"q","max_tokens":null}"#.into(),
             422,
-            field("max_tokens", "int_type", "Input should be a valid integer", None),
+            field(
+                "max_tokens",
+                "int_type",
+                "Input should be a valid integer",
+                None,
+            ),
         ),
         (
             r#"{"query":"q","temperature":"hot"}"#.into(),
@@ -298,7 +308,8 @@ async fn content_type_and_body_size_are_enforced() {
     );
 
     // Chunked, with no length declared: refused once it grows past the limit.
-    let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(big[..1500].to_string()), Ok(big[1500..].to_string())];
+    let chunks: Vec<Result<String, std::io::Error>> =
+        vec![Ok(big[..1500].to_string()), Ok(big[1500..].to_string())];
     let r = client()
         .post(&url)
         .header("content-type", "application/json")
@@ -383,7 +394,10 @@ async fn answers_that_are_not_chat_completions_are_502() {
     let sims = sims(vec![SimConfig::new("a")]).await;
     let gw = gateway(&sims, config()).await;
     for (raw, why) in [
-        (r#"{"object":"list","data":[]}"#, "no choices[0].message.content"),
+        (
+            r#"{"object":"list","data":[]}"#,
+            "no choices[0].message.content",
+        ),
         (
             r#"{"choices":[{"message":{"content":null}}]}"#,
             "choices[0].message.content is not a string",
@@ -486,7 +500,9 @@ async fn a_connect_failure_is_retried_on_another_upstream() {
     let connect_errors: u64 = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix(r#"context7_upstream_requests_total{outcome="connect_error",upstream="dies"} "#)
+            l.strip_prefix(
+                r#"context7_upstream_requests_total{outcome="connect_error",upstream="dies"} "#,
+            )
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);

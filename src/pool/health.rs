@@ -51,14 +51,14 @@ impl HealthChecker {
     }
 
     async fn check_one(&self, up: &Arc<Upstream>) {
-        let (outcome, detail) = match tokio::time::timeout(self.config.timeout, self.probe(up)).await
-        {
-            Ok(result) => result,
-            Err(_) => (
-                CheckOutcome::Down,
-                format!("no answer within {:?}", self.config.timeout),
-            ),
-        };
+        let (outcome, detail) =
+            match tokio::time::timeout(self.config.timeout, self.probe(up)).await {
+                Ok(result) => result,
+                Err(_) => (
+                    CheckOutcome::Down,
+                    format!("no answer within {:?}", self.config.timeout),
+                ),
+            };
         self.metrics
             .health_checks
             .with_label_values(&[&up.name, outcome.as_str()])

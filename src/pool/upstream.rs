@@ -304,11 +304,23 @@ mod tests {
             u.observe_check(CheckOutcome::Up, "200".into(), 2, 3),
             Some(Health::Healthy)
         );
-        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
-        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(
+            u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
+            None
+        );
+        assert_eq!(
+            u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
+            None
+        );
         assert_eq!(u.observe_check(CheckOutcome::Up, "200".into(), 2, 3), None);
-        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
-        assert_eq!(u.observe_check(CheckOutcome::Down, "503".into(), 2, 3), None);
+        assert_eq!(
+            u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
+            None
+        );
+        assert_eq!(
+            u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
+            None
+        );
         assert_eq!(
             u.observe_check(CheckOutcome::Down, "503".into(), 2, 3),
             Some(Health::Unhealthy)

@@ -105,11 +105,18 @@ impl ResearchRequest {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
         });
-        serde_json::to_vec(&body).expect("json values serialize").into()
+        serde_json::to_vec(&body)
+            .expect("json values serialize")
+            .into()
     }
 }
 
-fn field_error(field: &str, kind: &'static str, msg: impl Into<String>, ctx: Option<Value>) -> FieldError {
+fn field_error(
+    field: &str,
+    kind: &'static str,
+    msg: impl Into<String>,
+    ctx: Option<Value>,
+) -> FieldError {
     FieldError {
         kind,
         loc: vec!["body".into(), field.into()],
@@ -513,12 +520,19 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
         .as_str()
         .ok_or("choices[0].message.content is not a string")?
         .to_string();
-    let usage = |name: &str| value.pointer(&format!("/usage/{name}")).and_then(Value::as_u64);
+    let usage = |name: &str| {
+        value
+            .pointer(&format!("/usage/{name}"))
+            .and_then(Value::as_u64)
+    };
     let prompt_tokens = usage("prompt_tokens").unwrap_or(0);
     let completion_tokens = usage("completion_tokens").unwrap_or(0);
     Ok(ChatCompletion {
         content,
-        model: value.get("model").and_then(Value::as_str).map(str::to_string),
+        model: value
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         prompt_tokens,
         completion_tokens,
         total_tokens: usage("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
@@ -585,9 +599,18 @@ mod tests {
         assert_eq!((r.max_tokens, r.temperature), (150, 1.5));
         let r = ResearchRequest::parse(br#"{"query":"q","max_tokens":300.0}"#).unwrap();
         assert_eq!(r.max_tokens, 300);
-        assert_eq!(errors(r#"{"query":"q","max_tokens":300.5}"#)[0].kind, "int_from_float");
-        assert_eq!(errors(r#"{"query":"q","max_tokens":true}"#)[0].kind, "int_type");
-        assert_eq!(errors(r#"{"query":"q","max_tokens":"x"}"#)[0].kind, "int_parsing");
+        assert_eq!(
+            errors(r#"{"query":"q","max_tokens":300.5}"#)[0].kind,
+            "int_from_float"
+        );
+        assert_eq!(
+            errors(r#"{"query":"q","max_tokens":true}"#)[0].kind,
+            "int_type"
+        );
+        assert_eq!(
+            errors(r#"{"query":"q","max_tokens":"x"}"#)[0].kind,
+            "int_parsing"
+        );
     }
 
     #[test]
@@ -609,7 +632,10 @@ mod tests {
         let q = "é".repeat(QUERY_MAX_CHARS);
         assert!(ResearchRequest::parse(json!({ "query": q }).to_string().as_bytes()).is_ok());
         let q = "é".repeat(QUERY_MAX_CHARS + 1);
-        assert_eq!(errors(&json!({ "query": q }).to_string())[0].kind, "string_too_long");
+        assert_eq!(
+            errors(&json!({ "query": q }).to_string())[0].kind,
+            "string_too_long"
+        );
     }
 
     #[test]
@@ -625,7 +651,10 @@ mod tests {
 
     #[test]
     fn upstream_errors_in_every_format() {
-        assert_eq!(upstream_error_text(br#"{"error":{"message":"bad model"}}"#), "bad model");
+        assert_eq!(
+            upstream_error_text(br#"{"error":{"message":"bad model"}}"#),
+            "bad model"
+        );
         assert_eq!(
             upstream_error_text(br#"{"object":"error","message":"too long","type":"x"}"#),
             "too long"
@@ -636,7 +665,10 @@ mod tests {
         );
         assert_eq!(upstream_error_text(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(upstream_error_text(b""), "(empty body)");
-        assert_eq!(scrub("key sk-abcdef leaked", Some("sk-abcdef")), "key [redacted] leaked");
+        assert_eq!(
+            scrub("key sk-abcdef leaked", Some("sk-abcdef")),
+            "key [redacted] leaked"
+        );
     }
 
     #[test]
@@ -650,6 +682,10 @@ mod tests {
             parse_chat_completion(br#"{"choices":[]}"#).unwrap_err(),
             "no choices[0].message.content"
         );
-        assert!(parse_chat_completion(b"{\"choices\":").unwrap_err().starts_with("not JSON"));
+        assert!(
+            parse_chat_completion(b"{\"choices\":")
+                .unwrap_err()
+                .starts_with("not JSON")
+        );
     }
 }

@@ -1,0 +1,56 @@
+//! Micro-benchmarks of the research hot path: validation, the rewrite into a
+//! chat completion, the mapping of the answer, and the choice of an upstream.
+
+use context7_lb::config::{Config, UpstreamConfig};
+use context7_lb::pool::{CheckOutcome, Pool};
+use context7_lb::routes::research::{ResearchRequest, parse_chat_completion};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+
+const BODY: &[u8] =
+    br#"{"query":"Explain the benefits of vLLM for large language model inference","max_tokens":2000,"temperature":0.7}"#;
+
+const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"meta-llama/Llama-3.1-8B-Instruct","choices":[{"index":0,"message":{"role":"assistant","content":"vLLM batches requests continuously and pages the KV cache so throughput stays high while latency stays low."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32}}"#;
+
+fn pool(n: usize) -> Pool {
+    let config = Config {
+        upstreams: (0..n)
+            .map(|i| UpstreamConfig {
+                name: format!("u{i}"),
+                base_url: Some(format!("http://127.0.0.1:{}/v1", 9000 + i)),
+                ..UpstreamConfig::default()
+            })
+            .collect(),
+        ..Config::default()
+    };
+    let pool = Pool::from_config(&config).expect("valid pool");
+    for u in pool.upstreams() {
+        u.observe_check(CheckOutcome::Up, String::new(), 1, 1);
+    }
+    pool
+}
+
+fn research(c: &mut Criterion) {
+    c.bench_function("research/validate", |b| {
+        b.iter(|| ResearchRequest::parse(black_box(BODY)).expect("valid"))
+    });
+    let request = ResearchRequest::parse(BODY).expect("valid");
+    c.bench_function("research/rewrite", |b| {
+        b.iter(|| black_box(&request).chat_body("meta-llama/Llama-3.1-8B-Instruct", None))
+    });
+    c.bench_function("research/map_answer", |b| {
+        b.iter(|| parse_chat_completion(black_box(ANSWER)).expect("valid"))
+    });
+}
+
+fn selection(c: &mut Criterion) {
+    for n in [2, 8, 64] {
+        let pool = pool(n);
+        c.bench_function(&format!("select/round_robin/{n}"), |b| {
+            b.iter(|| pool.select(black_box(&[])).expect("healthy"))
+        });
+    }
+}
+
+criterion_group!(benches, research, selection);
+criterion_main!(benches);
