@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the research hot path: validation, the rewrite into a
 //! chat completion, the mapping of the answer, and the choice of an upstream.
 
-use context7_lb::config::{Config, UpstreamConfig};
+use context7_lb::config::{Config, Strategy, UpstreamConfig};
+use context7_lb::metrics::Metrics;
+use std::sync::Arc;
 use context7_lb::pool::{CheckOutcome, Pool};
 use context7_lb::routes::research::{ResearchRequest, parse_chat_completion};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -12,8 +14,8 @@ const BODY: &[u8] =
 
 const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"meta-llama/Llama-3.1-8B-Instruct","choices":[{"index":0,"message":{"role":"assistant","content":"vLLM batches requests continuously and pages the KV cache so throughput stays high while latency stays low."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32}}"#;
 
-fn pool(n: usize) -> Pool {
-    let config = Config {
+fn pool(n: usize, strategy: Strategy) -> Pool {
+    let mut config = Config {
         upstreams: (0..n)
             .map(|i| UpstreamConfig {
                 name: format!("u{i}"),
@@ -23,7 +25,8 @@ fn pool(n: usize) -> Pool {
             .collect(),
         ..Config::default()
     };
-    let pool = Pool::from_config(&config).expect("valid pool");
+    config.pool.strategy = strategy;
+    let pool = Pool::from_config(&config, Arc::new(Metrics::new())).expect("valid pool");
     for u in pool.upstreams() {
         u.observe_check(CheckOutcome::Up, String::new(), 1, 1);
     }
@@ -45,10 +48,15 @@ fn research(c: &mut Criterion) {
 
 fn selection(c: &mut Criterion) {
     for n in [2, 8, 64] {
-        let pool = pool(n);
-        c.bench_function(&format!("select/round_robin/{n}"), |b| {
-            b.iter(|| pool.select(black_box(&[])).expect("healthy"))
-        });
+        for (label, strategy) in [
+            ("round_robin", Strategy::RoundRobin),
+            ("peak_ewma", Strategy::PeakEwma),
+        ] {
+            let pool = pool(n, strategy);
+            c.bench_function(&format!("select/{label}/{n}"), |b| {
+                b.iter(|| pool.select(black_box(&[])).expect("healthy"))
+            });
+        }
     }
 }
 

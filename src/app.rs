@@ -25,12 +25,13 @@ pub struct Built {
 /// Builds the Pingora server for `config` (already validated).
 pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     let metrics = Arc::new(Metrics::new());
-    let pool = Arc::new(Pool::from_config(config)?);
+    let pool = Arc::new(Pool::from_config(config, metrics.clone())?);
     let state = Arc::new(AppState {
         pool: pool.clone(),
         metrics: metrics.clone(),
         research: ResearchService::new(config, pool.clone(), metrics.clone()),
         max_body_bytes: config.limits.max_body_bytes,
+        ping_always_200: config.ping_always_200,
     });
 
     let threads = if config.threads == 0 {

@@ -55,7 +55,10 @@ pub enum CallError {
     /// No connection could be made: refused, unreachable, TLS failed, connect timeout.
     /// Nothing was sent, so another upstream can safely be tried.
     Connect(String),
-    /// The connection broke or timed out after the request was sent.
+    /// The connection broke after the request was sent, before any answer:
+    /// the upstream may or may not have seen it, and nothing reached the client.
+    NoAnswer(String),
+    /// The connection broke while the answer was being read.
     Io(String),
     /// The answer's body was larger than allowed.
     TooLarge(usize),
@@ -66,6 +69,11 @@ impl CallError {
     pub fn nothing_sent(&self) -> bool {
         matches!(self, CallError::NoAddress(_) | CallError::Connect(_))
     }
+
+    /// Whether it failed before any byte of an answer arrived.
+    pub fn before_answer(&self) -> bool {
+        self.nothing_sent() || matches!(self, CallError::NoAnswer(_))
+    }
 }
 
 impl fmt::Display for CallError {
@@ -73,6 +81,7 @@ impl fmt::Display for CallError {
         match self {
             CallError::NoAddress(why) => write!(f, "no address: {why}"),
             CallError::Connect(why) => write!(f, "connection failed: {why}"),
+            CallError::NoAnswer(why) => write!(f, "connection broken before an answer: {why}"),
             CallError::Io(why) => write!(f, "connection broken: {why}"),
             CallError::TooLarge(limit) => write!(f, "answer larger than {limit} bytes"),
         }
@@ -137,7 +146,14 @@ impl UpstreamClient {
                     // A kept-alive connection the upstream had closed: try a fresh one.
                     continue;
                 }
-                Err(Failure::BeforeAnswer(why)) | Err(Failure::AfterAnswer(why)) => {
+                Err(Failure::BeforeAnswer(why)) => {
+                    session.shutdown().await;
+                    return Err(match why {
+                        CallError::Io(text) => CallError::NoAnswer(text),
+                        other => other,
+                    });
+                }
+                Err(Failure::AfterAnswer(why)) => {
                     session.shutdown().await;
                     return Err(why);
                 }

@@ -30,6 +30,11 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     pub retries: RetriesConfig,
     pub limits: LimitsConfig,
+    pub pool: PoolConfig,
+    pub ejection: EjectionConfig,
+    /// `GET /ping` always answers 200, as the original service did, instead of
+    /// 204 while the first health checks run and 503 when no upstream is routable.
+    pub ping_always_200: bool,
 }
 
 impl Default for Config {
@@ -44,6 +49,9 @@ impl Default for Config {
             timeouts: TimeoutsConfig::default(),
             retries: RetriesConfig::default(),
             limits: LimitsConfig::default(),
+            pool: PoolConfig::default(),
+            ejection: EjectionConfig::default(),
+            ping_always_200: false,
         }
     }
 }
@@ -68,7 +76,7 @@ impl Default for ResearchConfig {
 }
 
 /// One endpoint behind the gateway: a RunPod queue endpoint or any OpenAI-compatible base URL.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique name, used in metrics, logs and `/status`.
@@ -82,9 +90,37 @@ pub struct UpstreamConfig {
     /// Bearer key sent to this upstream (never to clients, never logged).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// RunPod load-balancing endpoint id: the base becomes `https://{id}.api.runpod.ai/v1`.
+    #[serde(default)]
+    pub runpod_lb_endpoint_id: Option<String>,
     /// Served model name for this upstream; overrides `research.model`.
     #[serde(default)]
     pub model: Option<String>,
+    /// Share of traffic relative to the others (cost is divided by it).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Full URL probed instead of the kind's usual health check (200 up, 204 initializing).
+    #[serde(default)]
+    pub health_url: Option<String>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            runpod_endpoint_id: None,
+            base_url: None,
+            api_key: None,
+            runpod_lb_endpoint_id: None,
+            model: None,
+            weight: default_weight(),
+            health_url: None,
+        }
+    }
 }
 
 /// Active health checks.
@@ -125,6 +161,10 @@ pub struct TimeoutsConfig {
     /// Whole research request, retries included; past it the client gets 504.
     #[serde(with = "duration_text")]
     pub total: Duration,
+    /// One attempt's wait for the answer to begin; past it another upstream is
+    /// tried if time and budget remain. Unset: only `total` applies.
+    #[serde(with = "optional_duration_text")]
+    pub first_byte: Option<Duration>,
 }
 
 impl Default for TimeoutsConfig {
@@ -132,21 +172,95 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             connect: Duration::from_secs(10),
             total: Duration::from_secs(60),
+            first_byte: None,
         }
     }
 }
 
-/// Retries of requests that failed before any upstream answered.
+/// Retries of requests that failed before any byte reached the client.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetriesConfig {
     /// Attempts in all, the first one included, each on a different upstream.
     pub max_attempts: u32,
+    /// Retries may add at most this share of the requests of the last 10 s.
+    pub budget_ratio: f64,
+    /// Retries allowed per second whatever the traffic, so a quiet gateway can retry.
+    pub budget_min_per_second: f64,
 }
 
 impl Default for RetriesConfig {
     fn default() -> Self {
-        RetriesConfig { max_attempts: 2 }
+        RetriesConfig {
+            max_attempts: 2,
+            budget_ratio: 0.2,
+            budget_min_per_second: 1.0,
+        }
+    }
+}
+
+/// How the next upstream is chosen.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Power of two choices on Peak-EWMA latency times in-flight requests.
+    PeakEwma,
+    /// Plain rotation over routable upstreams (for comparison).
+    RoundRobin,
+}
+
+/// The latency-aware selection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub strategy: Strategy,
+    /// Time constant of the latency estimate: how fast old samples and idle time fade.
+    #[serde(with = "duration_text")]
+    pub decay: Duration,
+    /// Latency charged for a failed attempt, so a fast error never looks cheap.
+    #[serde(with = "duration_text")]
+    pub failure_penalty: Duration,
+    /// Estimate of an upstream with no sample yet, when no other has one either.
+    #[serde(with = "duration_text")]
+    pub initial_latency: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            strategy: Strategy::PeakEwma,
+            decay: Duration::from_secs(10),
+            failure_penalty: Duration::from_secs(1),
+            initial_latency: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Passive ejection of upstreams that fail real requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EjectionConfig {
+    /// Failures in a row (connect errors, timeouts, 5xx) that eject an upstream.
+    pub consecutive_failures: u32,
+    /// First ejection's length; each further ejection in a row doubles it.
+    #[serde(with = "duration_text")]
+    pub base_cooldown: Duration,
+    /// Longest ejection.
+    #[serde(with = "duration_text")]
+    pub max_cooldown: Duration,
+    /// Longest ejection taken from a 429's `Retry-After`.
+    #[serde(with = "duration_text")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for EjectionConfig {
+    fn default() -> Self {
+        EjectionConfig {
+            consecutive_failures: 3,
+            base_cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(60),
+        }
     }
 }
 
@@ -356,21 +470,49 @@ impl Config {
                     format!("{:?} is used by another upstream", up.name),
                 );
             }
+            let addresses = [
+                up.runpod_endpoint_id.is_some(),
+                up.base_url.is_some(),
+                up.runpod_lb_endpoint_id.is_some(),
+            ]
+            .iter()
+            .filter(|set| **set)
+            .count();
+            if let Some(id) = &up.runpod_lb_endpoint_id {
+                if !is_endpoint_id(id) {
+                    problem(
+                        &at("runpod_lb_endpoint_id"),
+                        format!("{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"),
+                    );
+                }
+                if up.api_key.as_deref().unwrap_or("").is_empty() {
+                    problem(
+                        &at("api_key"),
+                        "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")"
+                            .into(),
+                    );
+                }
+            }
+            if !(up.weight.is_finite() && up.weight > 0.0) {
+                problem(&at("weight"), format!("{} must be a number above 0", up.weight));
+            }
+            if let Some(url) = &up.health_url
+                && let Err(why) = parse_base_url(url)
+            {
+                problem(&at("health_url"), why);
+            }
             match (&up.runpod_endpoint_id, &up.base_url) {
-                (Some(_), Some(_)) => problem(
+                _ if addresses > 1 => problem(
                     &format!("upstreams[{i}]"),
-                    "set either runpod_endpoint_id or base_url, not both".into(),
+                    "set only one of runpod_endpoint_id, runpod_lb_endpoint_id and base_url".into(),
                 ),
-                (None, None) => problem(
+                (None, None) if addresses == 0 => problem(
                     &format!("upstreams[{i}]"),
-                    "needs runpod_endpoint_id or base_url".into(),
+                    "needs runpod_endpoint_id, runpod_lb_endpoint_id or base_url".into(),
                 ),
+                (None, None) | (Some(_), Some(_)) => {}
                 (Some(id), None) => {
-                    if id.is_empty()
-                        || !id
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                    {
+                    if !is_endpoint_id(id) {
                         problem(
                             &at("runpod_endpoint_id"),
                             format!(
@@ -407,6 +549,9 @@ impl Config {
             ("health_check.timeout", self.health_check.timeout),
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.total", self.timeouts.total),
+            ("pool.decay", self.pool.decay),
+            ("pool.initial_latency", self.pool.initial_latency),
+            ("ejection.base_cooldown", self.ejection.base_cooldown),
         ] {
             if d.is_zero() {
                 problem(at, "must be longer than zero".into());
@@ -422,9 +567,33 @@ impl Config {
                 self.health_check.unhealthy_threshold,
             ),
             ("retries.max_attempts", self.retries.max_attempts),
+            (
+                "ejection.consecutive_failures",
+                self.ejection.consecutive_failures,
+            ),
         ] {
             if n == 0 {
                 problem(at, "must be at least 1".into());
+            }
+        }
+        if self.timeouts.first_byte.is_some_and(|d| d.is_zero()) {
+            problem("timeouts.first_byte", "must be longer than zero when set".into());
+        }
+        if self.ejection.max_cooldown < self.ejection.base_cooldown {
+            problem(
+                "ejection.max_cooldown",
+                "must not be shorter than ejection.base_cooldown".into(),
+            );
+        }
+        for (at, v) in [
+            ("retries.budget_ratio", self.retries.budget_ratio),
+            (
+                "retries.budget_min_per_second",
+                self.retries.budget_min_per_second,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                problem(at, format!("{v} must be a number of 0 or more"));
             }
         }
         if self.limits.max_body_bytes == 0 {
@@ -600,6 +769,25 @@ fn yaml_problem(path: &str, message: &str, location: Option<(u64, u64)>) -> Prob
             path => format!("{path} ({place})"),
         },
         why,
+    }
+}
+
+fn is_endpoint_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `duration_text` for an optional field.
+mod optional_duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration_text")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
     }
 }
 

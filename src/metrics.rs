@@ -2,7 +2,8 @@
 //! registry, with low-cardinality labels only (route templates, upstream names).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for whole requests: LLM answers take from milliseconds to a minute.
@@ -20,6 +21,23 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub upstream_tokens: IntCounterVec,
     pub health_checks: IntCounterVec,
+    pub upstream_routable: IntGaugeVec,
+    pub upstream_in_flight: IntGaugeVec,
+    pub upstream_latency_estimate: GaugeVec,
+    pub upstream_selections: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
+    pub retry_budget_exhausted: IntCounter,
+    pub upstream_queue_jobs: IntGaugeVec,
+    pub upstream_workers: IntGaugeVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 impl Metrics {
@@ -83,6 +101,54 @@ impl Metrics {
             &["upstream", "result"],
         )
         .expect("valid metric");
+        let upstream_routable = gauge(
+            "context7_upstream_routable",
+            "1 when the upstream is healthy and not ejected, so selection may choose it.",
+            &["upstream"],
+        );
+        let upstream_in_flight = gauge(
+            "context7_upstream_in_flight",
+            "Attempts being served by the upstream now.",
+            &["upstream"],
+        );
+        let upstream_latency_estimate = GaugeVec::new(
+            Opts::new(
+                "context7_upstream_latency_estimate_seconds",
+                "The pool's Peak-EWMA latency estimate of the upstream, decayed to now.",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_selections = counter(
+            "context7_upstream_selections_total",
+            "Times the pool chose the upstream, by reason (p2c, only_candidate, round_robin, unknown_health, all_ejected).",
+            &["upstream", "reason"],
+        );
+        let upstream_ejections = counter(
+            "context7_upstream_ejections_total",
+            "Passive ejections of the upstream after failures or a 429.",
+            &["upstream"],
+        );
+        let upstream_retries = counter(
+            "context7_upstream_retries_total",
+            "Attempts that failed on the upstream and were retried on another one.",
+            &["upstream"],
+        );
+        let retry_budget_exhausted = IntCounter::new(
+            "context7_retry_budget_exhausted_total",
+            "Retries refused because the retry budget was spent.",
+        )
+        .expect("valid metric");
+        let upstream_queue_jobs = gauge(
+            "context7_upstream_queue_jobs",
+            "Jobs of a RunPod queue endpoint from its /health, by state (in_queue, in_progress).",
+            &["upstream", "state"],
+        );
+        let upstream_workers = gauge(
+            "context7_upstream_workers",
+            "Workers of a RunPod queue endpoint from its /health, by state (idle, running).",
+            &["upstream", "state"],
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -91,6 +157,15 @@ impl Metrics {
             Box::new(upstream_healthy.clone()),
             Box::new(upstream_tokens.clone()),
             Box::new(health_checks.clone()),
+            Box::new(upstream_routable.clone()),
+            Box::new(upstream_in_flight.clone()),
+            Box::new(upstream_latency_estimate.clone()),
+            Box::new(upstream_selections.clone()),
+            Box::new(upstream_ejections.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(retry_budget_exhausted.clone()),
+            Box::new(upstream_queue_jobs.clone()),
+            Box::new(upstream_workers.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -103,6 +178,15 @@ impl Metrics {
             upstream_healthy,
             upstream_tokens,
             health_checks,
+            upstream_routable,
+            upstream_in_flight,
+            upstream_latency_estimate,
+            upstream_selections,
+            upstream_ejections,
+            upstream_retries,
+            retry_budget_exhausted,
+            upstream_queue_jobs,
+            upstream_workers,
         }
     }
 

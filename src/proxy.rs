@@ -20,6 +20,8 @@ pub struct AppState {
     pub research: ResearchService,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// `/ping` answers 200 whatever the upstreams' state.
+    pub ping_always_200: bool,
 }
 
 /// The gateway's `ProxyHttp` implementation.
@@ -58,10 +60,11 @@ impl ProxyHttp for Gateway {
         let header = session.req_header();
         ctx.route = Route::of(header.method.as_str(), header.uri.path());
         let reply = match ctx.route {
-            Route::Ping => local::ping(&self.state.pool),
+            Route::Ping => local::ping(&self.state.pool, self.state.ping_always_200),
+            Route::Status => local::status(&self.state.pool),
             Route::Root => local::root(),
             Route::Docs => local::docs(),
-            Route::Metrics => local::metrics(&self.state.metrics),
+            Route::Metrics => local::metrics(&self.state.metrics, &self.state.pool),
             Route::Research => self.research(session, ctx).await?,
             Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
             Route::NotFound => Reply::detail(404, "Not Found"),

@@ -116,13 +116,13 @@ fn an_unknown_key_is_an_error_with_its_path() {
     assert_eq!(
         problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]),
         [
-            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, model"
+            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, runpod_lb_endpoint_id, model, weight, health_url"
         ]
     );
     assert_eq!(
         problems("helth_check: {}\n", &[]),
         [
-            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits"
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200"
         ]
     );
 }
@@ -169,8 +169,8 @@ retries:
             "upstreams[1].runpod_endpoint_id: \"has space\" is not a RunPod endpoint id (letters, digits, '-' and '_')",
             "upstreams[1].api_key: RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")",
             "upstreams[2].name: \"b c\" may only hold letters, digits, '-', '_' and '.'",
-            "upstreams[2]: needs runpod_endpoint_id or base_url",
-            "upstreams[3]: set either runpod_endpoint_id or base_url, not both",
+            "upstreams[2]: needs runpod_endpoint_id, runpod_lb_endpoint_id or base_url",
+            "upstreams[3]: set only one of runpod_endpoint_id, runpod_lb_endpoint_id and base_url",
             "health_check.path: \"ping\" must start with '/'",
             "health_check.interval: must be longer than zero",
             "retries.max_attempts: must be at least 1",

@@ -29,7 +29,10 @@ async fn ping_reports_health_and_the_pool() {
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["service"], "context7-mcp");
     assert_eq!(body["vllm_configured"], true);
-    assert_eq!(body["upstreams"], json!({"healthy": 1, "total": 2}));
+    assert_eq!(
+        body["upstreams"],
+        json!({"healthy": 1, "routable": 1, "total": 2})
+    );
     assert!(chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap()).is_ok());
     stop(gw).await;
 
@@ -41,7 +44,10 @@ async fn ping_reports_health_and_the_pool() {
         .await
         .unwrap();
     assert_eq!(body["vllm_configured"], false);
-    assert_eq!(body["upstreams"], json!({"healthy": 0, "total": 0}));
+    assert_eq!(
+        body["upstreams"],
+        json!({"healthy": 0, "routable": 0, "total": 0})
+    );
     stop(gw).await;
 }
 
@@ -60,11 +66,11 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status"}
         })
     );
     // Every endpoint listed is served.
-    for path in ["/ping", "/docs", "/metrics"] {
+    for path in ["/ping", "/docs", "/metrics", "/status"] {
         let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }

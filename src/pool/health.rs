@@ -1,7 +1,7 @@
 //! Active health checks: one loop that resolves host names and probes every
 //! upstream each interval (with jitter), in the way its kind expects.
 
-use super::{CheckOutcome, Health, Pool, Upstream, UpstreamKind};
+use super::{CheckOutcome, Health, Pool, ProbeContract, QueueDepth, Upstream, UpstreamKind};
 use crate::client::{UpstreamClient, UpstreamRequest};
 use crate::config::HealthCheckConfig;
 use crate::metrics::Metrics;
@@ -70,6 +70,7 @@ impl HealthChecker {
             self.config.unhealthy_threshold,
         );
         if let Some(state) = changed {
+            // Misconfiguration is logged once, when the state flips, in words an operator can act on.
             match state {
                 Health::Healthy => log::info!("upstream {} is healthy ({detail})", up.name),
                 Health::Initializing => {
@@ -111,11 +112,9 @@ impl HealthChecker {
             method: "GET",
             url: &target.url,
             path: &target.url.path,
-            authorization: if target.send_key {
-                up.authorization()
-            } else {
-                None
-            },
+            // The upstream's own key goes with its probe: RunPod's `/health` and
+            // load-balancing endpoints need it, and vLLM's `/ping` ignores it.
+            authorization: up.authorization(),
             body: None,
             max_body: MAX_PROBE_BODY,
             read_timeout: Some(self.config.timeout),
@@ -124,16 +123,33 @@ impl HealthChecker {
             Ok(reply) => reply,
             Err(e) => return (CheckOutcome::Down, e.to_string()),
         };
-        match (&up.kind, reply.status) {
+        match (target.contract, reply.status) {
+            (ProbeContract::RunPodHealth, 200) => {
+                let depth = parse_runpod_health(&reply.body);
+                up.set_queue_depth(depth);
+                match depth {
+                    Some(q) => (
+                        CheckOutcome::Up,
+                        format!(
+                            "200: {} in queue, {} in progress, {} running and {} idle workers",
+                            q.in_queue, q.in_progress, q.workers_running, q.workers_idle
+                        ),
+                    ),
+                    None => (CheckOutcome::Up, "200 (no job counts)".into()),
+                }
+            }
             (_, 200) => (CheckOutcome::Up, "200".into()),
-            (UpstreamKind::OpenAi, 204) => (CheckOutcome::Initializing, "204 initializing".into()),
-            (UpstreamKind::RunPodQueue { endpoint_id }, 401) => (
+            (ProbeContract::Ping, 204) => (CheckOutcome::Initializing, "204 initializing".into()),
+            (_, 401) => (
                 CheckOutcome::Down,
-                format!("401: RunPod refused the API key for endpoint {endpoint_id}"),
+                format!("401: the endpoint refused the API key{}", endpoint_words(&up.kind)),
             ),
-            (UpstreamKind::RunPodQueue { endpoint_id }, 404) => (
+            (ProbeContract::RunPodHealth, 404) => (
                 CheckOutcome::Down,
-                format!("404: RunPod has no endpoint {endpoint_id}; check runpod_endpoint_id"),
+                format!(
+                    "404: RunPod has no such endpoint{}; check runpod_endpoint_id",
+                    endpoint_words(&up.kind)
+                ),
             ),
             (_, status) => (CheckOutcome::Down, format!("{status}")),
         }
@@ -161,5 +177,49 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.run(shutdown).await
+    }
+}
+
+fn endpoint_words(kind: &UpstreamKind) -> String {
+    match kind {
+        UpstreamKind::RunPodQueue { endpoint_id }
+        | UpstreamKind::RunPodLoadBalancer { endpoint_id } => format!(" for endpoint {endpoint_id}"),
+        UpstreamKind::OpenAi => String::new(),
+    }
+}
+
+/// Reads RunPod's `{"jobs":{"inQueue","inProgress",…},"workers":{"idle","running"}}`.
+pub fn parse_runpod_health(body: &[u8]) -> Option<QueueDepth> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let n = |path: &str| v.pointer(path).and_then(serde_json::Value::as_u64);
+    Some(QueueDepth {
+        in_queue: n("/jobs/inQueue")?,
+        in_progress: n("/jobs/inProgress").unwrap_or(0),
+        workers_idle: n("/workers/idle").unwrap_or(0),
+        workers_running: n("/workers/running").unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runpod_health_counts_are_read() {
+        let q = parse_runpod_health(
+            br#"{"jobs":{"completed":9,"failed":0,"inProgress":2,"inQueue":5,"retried":0},"workers":{"idle":1,"running":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            QueueDepth {
+                in_queue: 5,
+                in_progress: 2,
+                workers_idle: 1,
+                workers_running: 3
+            }
+        );
+        assert!((q.jobs_per_worker() - 7.0 / 3.0).abs() < 1e-9);
+        assert_eq!(parse_runpod_health(b"{}"), None);
     }
 }

@@ -1,14 +1,31 @@
-//! The upstream pool: the endpoints, their health, and the choice of which one
-//! serves the next request. Nothing here needs a running proxy.
+//! The upstream pool: the endpoints, their health and load, and the choice of
+//! which one serves the next attempt. Nothing here needs a running proxy, and
+//! every time-based rule reads `tokio::time::Instant`, so tests can pause time.
+//!
+//! Selection is power of two choices (P2C) over routable upstreams: two are
+//! drawn at random and the cheaper one wins, with
+//! cost = Peak-EWMA latency × (in-flight + 1 + queued jobs per worker) ÷ weight.
+//! P2C keeps the herd off a single "best" upstream (every gateway thread would
+//! pick the same one) while still steering nearly all traffic away from slow
+//! ones. Routable means: passed its active checks and not passively ejected.
 
+pub mod budget;
+pub mod ewma;
 pub mod health;
 pub mod upstream;
 
-pub use upstream::{CheckOutcome, CheckRecord, Health, HealthTarget, Upstream, UpstreamKind};
+pub use budget::RetryBudget;
+pub use upstream::{
+    CheckOutcome, CheckRecord, ErrorRecord, Health, HealthTarget, ProbeContract, QueueDepth,
+    Upstream, UpstreamKind,
+};
 
-use crate::config::Config;
+use crate::config::{Config, EjectionConfig, PoolConfig, Strategy};
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 /// Why no upstream could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +36,60 @@ pub enum NoUpstream {
     NoneHealthy,
 }
 
+/// Why an upstream was chosen: the `reason` label of the selections metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The cheaper of two random routable upstreams.
+    PowerOfTwo,
+    /// The only routable upstream left.
+    OnlyCandidate,
+    /// Plain rotation (the round-robin strategy).
+    RoundRobin,
+    /// No check has finished yet; an upstream of unknown health was used.
+    UnknownHealth,
+    /// Every healthy upstream was ejected: the one whose ejection ends first.
+    AllEjected,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PowerOfTwo => "p2c",
+            Reason::OnlyCandidate => "only_candidate",
+            Reason::RoundRobin => "round_robin",
+            Reason::UnknownHealth => "unknown_health",
+            Reason::AllEjected => "all_ejected",
+        }
+    }
+}
+
+/// How an attempt ended, from the upstream's point of view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The upstream answered well; the sample is its latency signal.
+    Success(Duration),
+    /// The upstream answered, but the request was at fault (a 400, say): no
+    /// latency sample and no failure.
+    Neutral,
+    /// Connect error, broken connection, timeout, 5xx, or an answer that says
+    /// the upstream is misconfigured (401, 403, 404).
+    Failure(String),
+    /// 429: ejected for `Retry-After` (capped), or the base cooldown.
+    RateLimited(Option<Duration>),
+}
+
 /// All upstreams and the selection over them.
 pub struct Pool {
     upstreams: Vec<Arc<Upstream>>,
+    settings: PoolConfig,
+    ejection: EjectionConfig,
     next: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Pool {
     /// Builds the pool from a validated configuration.
-    pub fn from_config(config: &Config) -> Result<Pool, String> {
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Pool, String> {
         let upstreams = config
             .upstreams
             .iter()
@@ -36,12 +98,19 @@ impl Pool {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Pool {
             upstreams,
+            settings: config.pool.clone(),
+            ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
+            metrics,
         })
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
+    }
+
+    pub fn settings(&self) -> &PoolConfig {
+        &self.settings
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,109 +121,286 @@ impl Pool {
         self.upstreams.iter().filter(|u| u.is_healthy()).count()
     }
 
+    /// Healthy and not ejected.
+    pub fn routable_count(&self) -> usize {
+        let now = Instant::now();
+        self.upstreams
+            .iter()
+            .filter(|u| u.is_healthy() && u.ejected_until(now).is_none())
+            .count()
+    }
+
+    /// Whether the first round of active checks is still running everywhere.
+    pub fn initializing(&self) -> bool {
+        !self.upstreams.is_empty() && self.upstreams.iter().all(|u| u.last_check().is_none())
+    }
+
     /// Chooses the upstream for the next attempt, skipping the ones in `tried`.
     ///
-    /// Round robin over healthy upstreams. When none is healthy, an upstream whose
-    /// first check has not finished yet (just after start) is used rather than
-    /// refusing traffic; an upstream known to be unhealthy or initializing is
-    /// never chosen.
+    /// Healthy, non-ejected upstreams first. When there is none: an upstream
+    /// whose first check has not finished (just after start), then the ejected
+    /// upstream whose ejection ends first, so that a burst of failures never
+    /// turns into refusing everything. Unhealthy and initializing upstreams
+    /// are never chosen.
     pub fn select(&self, tried: &[usize]) -> Result<Arc<Upstream>, NoUpstream> {
-        let n = self.upstreams.len();
-        if n == 0 {
+        if self.upstreams.is_empty() {
             return Err(NoUpstream::NoneConfigured);
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidate = |accept: &dyn Fn(&Upstream) -> bool| {
-            (0..n)
-                .map(|offset| &self.upstreams[(start + offset) % n])
-                .find(|u| !tried.contains(&u.index) && accept(u))
-                .cloned()
-        };
-        if let Some(u) = candidate(&|u| u.is_healthy()) {
-            return Ok(u);
+        let now = Instant::now();
+        let open = |u: &Upstream| !tried.contains(&u.index) && u.ejected_until(now).is_none();
+        let chosen = self
+            .choose(now, |u| u.is_healthy() && open(u))
+            .or_else(|| {
+                self.choose(now, |u| u.health() == Health::Unknown && open(u))
+                    .map(|(u, _)| (u, Reason::UnknownHealth))
+            })
+            .or_else(|| self.least_ejected(now, tried));
+        let (upstream, reason) = chosen.ok_or(NoUpstream::NoneHealthy)?;
+        self.metrics
+            .upstream_selections
+            .with_label_values(&[&upstream.name, reason.as_str()])
+            .inc();
+        Ok(upstream)
+    }
+
+    fn choose(
+        &self,
+        now: Instant,
+        accept: impl Fn(&Upstream) -> bool,
+    ) -> Option<(Arc<Upstream>, Reason)> {
+        match self.settings.strategy {
+            Strategy::RoundRobin => {
+                let n = self.upstreams.len();
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|offset| &self.upstreams[(start + offset) % n])
+                    .find(|u| accept(u))
+                    .map(|u| (u.clone(), Reason::RoundRobin))
+            }
+            Strategy::PeakEwma => {
+                // Two distinct accepted upstreams drawn uniformly in one pass
+                // (reservoir sampling), without allocating.
+                let mut seen = 0usize;
+                let (mut a, mut b): (Option<&Arc<Upstream>>, Option<&Arc<Upstream>>) = (None, None);
+                for u in self.upstreams.iter().filter(|u| accept(u)) {
+                    seen += 1;
+                    match seen {
+                        1 => a = Some(u),
+                        2 => b = Some(u),
+                        _ => match fastrand::usize(..seen) {
+                            0 => a = Some(u),
+                            1 => b = Some(u),
+                            _ => {}
+                        },
+                    }
+                }
+                match (a, b) {
+                    (Some(a), None) => Some((a.clone(), Reason::OnlyCandidate)),
+                    (Some(a), Some(b)) => {
+                        let (cost_a, cost_b) = (self.cost(a, now), self.cost(b, now));
+                        let winner = if cost_b < cost_a { b } else { a };
+                        log::trace!(
+                            "p2c: {} costs {cost_a:.6}, {} costs {cost_b:.6}: {}",
+                            a.name,
+                            b.name,
+                            winner.name
+                        );
+                        Some((winner.clone(), Reason::PowerOfTwo))
+                    }
+                    _ => None,
+                }
+            }
         }
-        candidate(&|u| u.health() == Health::Unknown).ok_or(NoUpstream::NoneHealthy)
+    }
+
+    fn least_ejected(&self, now: Instant, tried: &[usize]) -> Option<(Arc<Upstream>, Reason)> {
+        self.upstreams
+            .iter()
+            .filter(|u| !tried.contains(&u.index))
+            .filter(|u| matches!(u.health(), Health::Healthy | Health::Unknown))
+            .filter_map(|u| u.ejected_until(now).map(|until| (until, u)))
+            .min_by_key(|(until, _)| *until)
+            .map(|(_, u)| (u.clone(), Reason::AllEjected))
+    }
+
+    /// The cost of sending one more request to `u` now.
+    pub fn cost(&self, u: &Upstream, now: Instant) -> f64 {
+        let latency = self.latency_estimate(u, now).as_secs_f64();
+        let queued = u.queue_depth().map_or(0.0, |q| q.jobs_per_worker());
+        latency * (u.in_flight() as f64 + 1.0 + queued) / u.weight
+    }
+
+    /// An upstream's latency estimate; one with no sample yet gets the mean of
+    /// those that have one (neutral: neither favoured nor avoided), or the
+    /// configured initial latency when nobody has a sample.
+    pub fn latency_estimate(&self, u: &Upstream, now: Instant) -> Duration {
+        if u.has_latency_sample() {
+            return u.latency_estimate(now, self.settings.decay);
+        }
+        let sampled: Vec<Duration> = self
+            .upstreams
+            .iter()
+            .filter(|o| o.has_latency_sample())
+            .map(|o| o.latency_estimate(now, self.settings.decay))
+            .collect();
+        if sampled.is_empty() {
+            self.settings.initial_latency
+        } else {
+            sampled.iter().sum::<Duration>() / sampled.len() as u32
+        }
+    }
+
+    /// Starts an attempt on `upstream`: counts it in flight until the returned
+    /// guard is finished or dropped.
+    pub fn begin<'p>(&'p self, upstream: &Arc<Upstream>) -> Attempt<'p> {
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        Attempt {
+            pool: self,
+            upstream: upstream.clone(),
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    fn record(&self, upstream: &Upstream, outcome: Outcome) {
+        let now = Instant::now();
+        let decay = self.settings.decay;
+        let mut load = upstream.load();
+        let newly_ejected_for = match outcome {
+            Outcome::Success(sample) => {
+                load.latency.observe(sample, now, decay);
+                load.consecutive_failures = 0;
+                load.ejections_in_row = 0;
+                None
+            }
+            Outcome::Neutral => {
+                load.consecutive_failures = 0;
+                None
+            }
+            Outcome::Failure(message) => {
+                load.latency
+                    .observe(self.settings.failure_penalty, now, decay);
+                load.consecutive_failures += 1;
+                load.last_error = Some(ErrorRecord {
+                    at: SystemTime::now(),
+                    message,
+                });
+                if load.consecutive_failures >= self.ejection.consecutive_failures
+                    && load.ejected_until.is_none_or(|until| until <= now)
+                {
+                    let doubling = 2u32.saturating_pow(load.ejections_in_row.min(16));
+                    Some(
+                        self.ejection
+                            .base_cooldown
+                            .saturating_mul(doubling)
+                            .min(self.ejection.max_cooldown),
+                    )
+                } else {
+                    None
+                }
+            }
+            Outcome::RateLimited(retry_after) => {
+                load.latency
+                    .observe(self.settings.failure_penalty, now, decay);
+                load.last_error = Some(ErrorRecord {
+                    at: SystemTime::now(),
+                    message: "429 rate limited".into(),
+                });
+                Some(
+                    retry_after
+                        .unwrap_or(self.ejection.base_cooldown)
+                        .min(self.ejection.max_retry_after),
+                )
+            }
+        };
+        if let Some(cooldown) = newly_ejected_for {
+            load.ejected_until = Some(now + cooldown);
+            load.ejections_in_row += 1;
+            load.ejections_total += 1;
+            load.consecutive_failures = 0;
+            drop(load);
+            self.metrics
+                .upstream_ejections
+                .with_label_values(&[&upstream.name])
+                .inc();
+            log::warn!(
+                "upstream {} ejected for {}",
+                upstream.name,
+                humantime::format_duration(cooldown)
+            );
+        }
+    }
+
+    /// Copies the pool's live figures into the metrics' gauges (at scrape time,
+    /// so the request path never pays for them).
+    pub fn export_gauges(&self) {
+        let now = Instant::now();
+        let m = &self.metrics;
+        for u in &self.upstreams {
+            let name = u.name.as_str();
+            m.upstream_healthy
+                .with_label_values(&[name])
+                .set(i64::from(u.is_healthy()));
+            m.upstream_routable
+                .with_label_values(&[name])
+                .set(i64::from(u.is_healthy() && u.ejected_until(now).is_none()));
+            m.upstream_in_flight
+                .with_label_values(&[name])
+                .set(u.in_flight() as i64);
+            m.upstream_latency_estimate
+                .with_label_values(&[name])
+                .set(self.latency_estimate(u, now).as_secs_f64());
+            if let Some(q) = u.queue_depth() {
+                for (state, n) in [("in_queue", q.in_queue), ("in_progress", q.in_progress)] {
+                    m.upstream_queue_jobs
+                        .with_label_values(&[name, state])
+                        .set(n as i64);
+                }
+                for (state, n) in [("idle", q.workers_idle), ("running", q.workers_running)] {
+                    m.upstream_workers
+                        .with_label_values(&[name, state])
+                        .set(n as i64);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt on one upstream, counted in flight while it lives.
+pub struct Attempt<'p> {
+    pool: &'p Pool,
+    upstream: Arc<Upstream>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Attempt<'_> {
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// Time since the attempt began.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Records how the attempt ended and stops counting it in flight.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.record(&self.upstream, outcome);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        // Abandoned (the client went away, or a timeout dropped the future):
+        // no sample, since nobody saw the upstream's real latency.
+        if !self.finished {
+            self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::UpstreamConfig;
-
-    fn pool(n: usize) -> Pool {
-        let config = Config {
-            upstreams: (0..n)
-                .map(|i| UpstreamConfig {
-                    name: format!("u{i}"),
-                    base_url: Some(format!("http://127.0.0.1:{}/v1", 9000 + i)),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Config::default()
-        };
-        Pool::from_config(&config).unwrap()
-    }
-
-    fn set(pool: &Pool, i: usize, outcome: CheckOutcome) {
-        pool.upstreams()[i].observe_check(outcome, String::new(), 1, 1);
-    }
-
-    #[test]
-    fn empty_pool_says_none_configured() {
-        assert_eq!(pool(0).select(&[]).unwrap_err(), NoUpstream::NoneConfigured);
-    }
-
-    #[test]
-    fn round_robin_covers_healthy_upstreams_evenly() {
-        let p = pool(3);
-        for i in 0..3 {
-            set(&p, i, CheckOutcome::Up);
-        }
-        let mut counts = [0; 3];
-        for _ in 0..300 {
-            counts[p.select(&[]).unwrap().index] += 1;
-        }
-        assert_eq!(counts, [100, 100, 100]);
-    }
-
-    #[test]
-    fn unhealthy_and_initializing_upstreams_are_never_chosen() {
-        let p = pool(4);
-        set(&p, 0, CheckOutcome::Up);
-        set(&p, 1, CheckOutcome::Down);
-        set(&p, 2, CheckOutcome::Initializing);
-        set(&p, 3, CheckOutcome::Up);
-        for _ in 0..100 {
-            let i = p.select(&[]).unwrap().index;
-            assert!(i == 0 || i == 3, "chose {i}");
-        }
-        assert_eq!(p.select(&[0, 3]).unwrap_err(), NoUpstream::NoneHealthy);
-    }
-
-    #[test]
-    fn tried_upstreams_are_skipped() {
-        let p = pool(2);
-        set(&p, 0, CheckOutcome::Up);
-        set(&p, 1, CheckOutcome::Up);
-        for _ in 0..10 {
-            assert_eq!(p.select(&[0]).unwrap().index, 1);
-        }
-    }
-
-    #[test]
-    fn unknown_upstreams_serve_only_while_none_is_healthy() {
-        let p = pool(3);
-        assert!(p.select(&[]).is_ok());
-        set(&p, 0, CheckOutcome::Down);
-        for _ in 0..10 {
-            assert_ne!(p.select(&[]).unwrap().index, 0);
-        }
-        set(&p, 1, CheckOutcome::Up);
-        for _ in 0..10 {
-            assert_eq!(p.select(&[]).unwrap().index, 1);
-        }
-        set(&p, 2, CheckOutcome::Down);
-        assert_eq!(p.select(&[1]).unwrap_err(), NoUpstream::NoneHealthy);
-    }
-}
+mod tests;

@@ -3,7 +3,9 @@
 
 use crate::config::{BaseUrl, Config, UpstreamConfig, parse_base_url};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use super::ewma::PeakEwma;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use tokio::time::Instant;
 use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -14,6 +16,50 @@ pub enum UpstreamKind {
     OpenAi,
     /// A RunPod serverless queue endpoint, reached through the RunPod API host.
     RunPodQueue { endpoint_id: String },
+    /// A RunPod load-balancing endpoint: HTTP straight to its workers.
+    RunPodLoadBalancer { endpoint_id: String },
+}
+
+impl UpstreamKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpstreamKind::OpenAi => "openai",
+            UpstreamKind::RunPodQueue { .. } => "runpod_queue",
+            UpstreamKind::RunPodLoadBalancer { .. } => "runpod_load_balancer",
+        }
+    }
+}
+
+/// How a health answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeContract {
+    /// `/ping` of vLLM and RunPod workers: 200 up, 204 initializing, else down.
+    Ping,
+    /// RunPod's `/v2/{id}/health`: 200 up with job and worker counts.
+    RunPodHealth,
+}
+
+/// Queue depth and workers of a RunPod queue endpoint, from its `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct QueueDepth {
+    pub in_queue: u64,
+    pub in_progress: u64,
+    pub workers_idle: u64,
+    pub workers_running: u64,
+}
+
+impl QueueDepth {
+    /// Jobs waiting or running per running worker: the load others put on it.
+    pub fn jobs_per_worker(&self) -> f64 {
+        (self.in_queue + self.in_progress) as f64 / self.workers_running.max(1) as f64
+    }
+}
+
+/// The last failure of a real request, for `/status`. Never holds a key.
+#[derive(Debug, Clone)]
+pub struct ErrorRecord {
+    pub at: SystemTime,
+    pub message: String,
 }
 
 /// The health of an upstream as active checks see it.
@@ -88,8 +134,7 @@ struct Streaks {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthTarget {
     pub url: BaseUrl,
-    /// Whether the upstream's key goes with the probe (RunPod's `/health` needs it).
-    pub send_key: bool,
+    pub contract: ProbeContract,
 }
 
 /// One upstream endpoint.
@@ -103,11 +148,28 @@ pub struct Upstream {
     pub health_target: HealthTarget,
     /// Model name sent for research requests.
     pub model: String,
+    /// Share of traffic relative to the others.
+    pub weight: f64,
     /// `Bearer …` header value; private so it is never formatted by accident.
     authorization: Option<String>,
     addresses: RwLock<Vec<SocketAddr>>,
     health: AtomicU8,
     streaks: Mutex<Streaks>,
+    pub(super) in_flight: AtomicU64,
+    pub(super) load: Mutex<LoadState>,
+    queue: Mutex<Option<QueueDepth>>,
+}
+
+/// What real requests taught us about an upstream.
+#[derive(Debug)]
+pub(super) struct LoadState {
+    pub latency: PeakEwma,
+    pub consecutive_failures: u32,
+    /// Ejections without a success in between; each one doubles the next cooldown.
+    pub ejections_in_row: u32,
+    pub ejected_until: Option<Instant>,
+    pub ejections_total: u64,
+    pub last_error: Option<ErrorRecord>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -125,6 +187,22 @@ impl Upstream {
     /// Builds an upstream from a validated configuration entry.
     pub fn from_config(index: usize, up: &UpstreamConfig, config: &Config) -> Result<Self, String> {
         let (kind, base, health_target) = match (&up.runpod_endpoint_id, &up.base_url) {
+            (None, None) if up.runpod_lb_endpoint_id.is_some() => {
+                let id = up.runpod_lb_endpoint_id.clone().unwrap_or_default();
+                let base = parse_base_url(&format!("https://{id}.api.runpod.ai/v1"))?;
+                let health = HealthTarget {
+                    url: BaseUrl {
+                        path: config.health_check.path.clone(),
+                        ..base.clone()
+                    },
+                    contract: ProbeContract::Ping,
+                };
+                (
+                    UpstreamKind::RunPodLoadBalancer { endpoint_id: id },
+                    base,
+                    health,
+                )
+            }
             (Some(id), _) => {
                 let api = parse_base_url(&config.runpod_api_base)?;
                 let base = BaseUrl {
@@ -136,7 +214,7 @@ impl Upstream {
                         path: format!("{}/v2/{id}/health", api.path),
                         ..api
                     },
-                    send_key: true,
+                    contract: ProbeContract::RunPodHealth,
                 };
                 (
                     UpstreamKind::RunPodQueue {
@@ -153,11 +231,18 @@ impl Upstream {
                         path: config.health_check.path.clone(),
                         ..base.clone()
                     },
-                    send_key: false,
+                    contract: ProbeContract::Ping,
                 };
                 (UpstreamKind::OpenAi, base, health)
             }
             (None, None) => return Err(format!("upstream {:?} has no address", up.name)),
+        };
+        let health_target = match &up.health_url {
+            Some(url) => HealthTarget {
+                url: parse_base_url(url)?,
+                contract: ProbeContract::Ping,
+            },
+            None => health_target,
         };
         let addresses = match base.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, base.port)],
@@ -173,6 +258,7 @@ impl Upstream {
                 .model
                 .clone()
                 .unwrap_or_else(|| config.research.model.clone()),
+            weight: up.weight,
             authorization: up
                 .api_key
                 .as_deref()
@@ -181,6 +267,16 @@ impl Upstream {
             addresses: RwLock::new(addresses),
             health: AtomicU8::new(Health::Unknown as u8),
             streaks: Mutex::new(Streaks::default()),
+            in_flight: AtomicU64::new(0),
+            load: Mutex::new(LoadState {
+                latency: PeakEwma::new(config.pool.initial_latency, Instant::now()),
+                consecutive_failures: 0,
+                ejections_in_row: 0,
+                ejected_until: None,
+                ejections_total: 0,
+                last_error: None,
+            }),
+            queue: Mutex::new(None),
         })
     }
 
@@ -198,9 +294,57 @@ impl Upstream {
         Health::from_u8(self.health.load(Ordering::Acquire))
     }
 
-    /// Routable: passed its active checks.
+    /// Passed its active checks.
     pub fn is_healthy(&self) -> bool {
         self.health() == Health::Healthy
+    }
+
+    /// Requests being served by this upstream now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn load(&self) -> std::sync::MutexGuard<'_, LoadState> {
+        match self.load.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// When passive ejection ends, if the upstream is ejected at `now`.
+    pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
+        self.load().ejected_until.filter(|until| *until > now)
+    }
+
+    /// Ejections so far.
+    pub fn ejections(&self) -> u64 {
+        self.load().ejections_total
+    }
+
+    /// The last failure of a real request.
+    pub fn last_error(&self) -> Option<ErrorRecord> {
+        self.load().last_error.clone()
+    }
+
+    /// Whether any real request has finished here yet.
+    pub fn has_latency_sample(&self) -> bool {
+        self.load().latency.is_sampled()
+    }
+
+    /// The latency estimate at `now`.
+    pub fn latency_estimate(&self, now: Instant, decay: std::time::Duration) -> std::time::Duration {
+        self.load().latency.estimate(now, decay)
+    }
+
+    /// Queue depth from the last RunPod `/health`, for queue endpoints.
+    pub fn queue_depth(&self) -> Option<QueueDepth> {
+        self.queue.lock().ok().and_then(|q| *q)
+    }
+
+    pub fn set_queue_depth(&self, depth: Option<QueueDepth>) {
+        if let Ok(mut q) = self.queue.lock() {
+            *q = depth;
+        }
     }
 
     /// The address to connect to: the first resolved one.
@@ -285,6 +429,31 @@ impl Upstream {
 mod tests {
     use super::*;
 
+    #[test]
+    fn load_balancing_endpoints_and_health_url_overrides() {
+        let config = Config::default();
+        let up = UpstreamConfig {
+            name: "lb".into(),
+            runpod_lb_endpoint_id: Some("xyz".into()),
+            api_key: Some("k".into()),
+            ..Default::default()
+        };
+        let u = Upstream::from_config(0, &up, &config).unwrap();
+        assert_eq!(u.base.origin(), "https://xyz.api.runpod.ai");
+        assert_eq!(u.base.path, "/v1");
+        assert_eq!(u.health_target.url.path, "/ping");
+        assert_eq!(u.health_target.contract, ProbeContract::Ping);
+        let up = UpstreamConfig {
+            name: "box".into(),
+            base_url: Some("http://10.0.0.1:8000/v1".into()),
+            health_url: Some("http://10.0.0.1:9000/healthz".into()),
+            ..Default::default()
+        };
+        let u = Upstream::from_config(0, &up, &config).unwrap();
+        assert_eq!(u.health_target.url.origin(), "http://10.0.0.1:9000");
+        assert_eq!(u.health_target.url.path, "/healthz");
+    }
+
     fn upstream() -> Upstream {
         let config = Config::default();
         let up = UpstreamConfig {
@@ -346,6 +515,7 @@ mod tests {
         assert!(!u.needs_resolution());
         assert_eq!(u.address(), Some("127.0.0.1:9".parse().unwrap()));
         assert!(!format!("{:?}", u.health_target).contains("sk-secret"));
+        assert!(!format!("{u:?}").contains("sk-secret"));
     }
 
     #[test]
@@ -363,7 +533,7 @@ mod tests {
         let u = Upstream::from_config(0, &up, &config).unwrap();
         assert_eq!(u.base.path, "/v2/abc123/openai/v1");
         assert_eq!(u.health_target.url.path, "/v2/abc123/health");
-        assert!(u.health_target.send_key);
+        assert_eq!(u.health_target.contract, ProbeContract::RunPodHealth);
         assert_eq!(u.model, crate::config::DEFAULT_RESEARCH_MODEL);
     }
 }

@@ -6,15 +6,86 @@ use crate::pool::Pool;
 use serde_json::json;
 
 /// `GET /ping`: the original service's health answer plus the pool's counts.
-pub fn ping(pool: &Pool) -> Reply {
+///
+/// It follows RunPod's worker contract, so the gateway can itself run as a
+/// load-balancing worker: 204 while the first round of health checks runs,
+/// 200 once an upstream is routable, 503 when none is. With no upstream
+/// configured it answers 200 as the original service did, and
+/// `ping_always_200` restores the original's unconditional 200.
+pub fn ping(pool: &Pool, always_200: bool) -> Reply {
+    let routable = pool.routable_count();
+    let (status, health) = if always_200 || pool.is_empty() {
+        (200, "healthy")
+    } else if pool.initializing() {
+        return Reply {
+            status: 204,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+        };
+    } else if routable > 0 {
+        (200, "healthy")
+    } else {
+        (503, "unhealthy")
+    };
     Reply::json(
-        200,
+        status,
         &json!({
-            "status": "healthy",
+            "status": health,
             "service": "context7-mcp",
             "timestamp": iso_timestamp(),
             "vllm_configured": !pool.is_empty(),
-            "upstreams": {"healthy": pool.healthy_count(), "total": pool.upstreams().len()},
+            "upstreams": {"healthy": pool.healthy_count(), "routable": routable, "total": pool.upstreams().len()},
+        }),
+    )
+}
+
+/// `GET /status`: every upstream with its state, checks, errors and load.
+/// Holds no key: upstreams expose only their origin and path.
+pub fn status(pool: &Pool) -> Reply {
+    let now = tokio::time::Instant::now();
+    let wall = std::time::SystemTime::now();
+    let at = |t: std::time::SystemTime| {
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+            .to_string()
+    };
+    let upstreams: Vec<_> = pool
+        .upstreams()
+        .iter()
+        .map(|u| {
+            let ejected_until = u.ejected_until(now);
+            json!({
+                "name": u.name,
+                "kind": u.kind.as_str(),
+                "base_url": format!("{}{}", u.base.origin(), u.base.path),
+                "model": u.model,
+                "weight": u.weight,
+                "state": u.health().as_str(),
+                "routable": u.is_healthy() && ejected_until.is_none(),
+                "ejected_for_ms": ejected_until.map(|t| t.duration_since(now).as_millis() as u64),
+                "ejections": u.ejections(),
+                "last_check": u.last_check().map(|c| json!({
+                    "result": c.outcome.as_str(), "detail": c.detail, "at": at(c.at),
+                })),
+                "last_error": u.last_error().map(|e| json!({"message": e.message, "at": at(e.at)})),
+                "latency_estimate_ms": pool.latency_estimate(u, now).as_secs_f64() * 1000.0,
+                "latency_sampled": u.has_latency_sample(),
+                "in_flight": u.in_flight(),
+                "queue": u.queue_depth(),
+            })
+        })
+        .collect();
+    Reply::json(
+        200,
+        &json!({
+            "timestamp": at(wall),
+            "strategy": match pool.settings().strategy {
+                crate::config::Strategy::PeakEwma => "peak_ewma",
+                crate::config::Strategy::RoundRobin => "round_robin",
+            },
+            "routable": pool.routable_count(),
+            "upstreams": upstreams,
         }),
     )
 }
@@ -32,6 +103,7 @@ pub fn root() -> Reply {
                 "research": "/v1/research",
                 "docs": "/docs",
                 "metrics": "/metrics",
+                "status": "/status",
             },
         }),
     )
@@ -47,8 +119,9 @@ pub fn docs() -> Reply {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub fn metrics(metrics: &Metrics) -> Reply {
+/// `GET /metrics`: Prometheus text exposition, the pool's gauges refreshed first.
+pub fn metrics(metrics: &Metrics, pool: &Pool) -> Reply {
+    pool.export_gauges();
     Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

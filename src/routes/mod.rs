@@ -13,6 +13,7 @@ pub enum Route {
     Root,
     Docs,
     Metrics,
+    Status,
     Research,
     /// A known path with a method it does not take.
     MethodNotAllowed,
@@ -27,6 +28,7 @@ impl Route {
             Route::Root => "/",
             Route::Docs => "/docs",
             Route::Metrics => "/metrics",
+            Route::Status => "/status",
             Route::Research => "/v1/research",
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
@@ -40,6 +42,7 @@ impl Route {
             "/" => (Route::Root, &["GET", "HEAD"]),
             "/docs" => (Route::Docs, &["GET", "HEAD"]),
             "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
+            "/status" => (Route::Status, &["GET", "HEAD"]),
             "/v1/research" => (Route::Research, &["POST"]),
             _ => return Route::NotFound,
         };

@@ -3,10 +3,10 @@
 //! the pool with retries, and the mapping of the answer back.
 
 use super::{Reply, iso_timestamp};
-use crate::client::{CallError, UpstreamClient, UpstreamReply, UpstreamRequest};
+use crate::client::{UpstreamClient, UpstreamRequest};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{NoUpstream, Pool, Upstream};
+use crate::pool::{NoUpstream, Outcome, Pool, RetryBudget, Upstream};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -327,10 +327,20 @@ pub struct ResearchService {
     pool: Arc<Pool>,
     client: UpstreamClient,
     metrics: Arc<Metrics>,
+    budget: RetryBudget,
     system_prompt: Option<String>,
     total_timeout: Duration,
+    first_byte_timeout: Option<Duration>,
     max_attempts: u32,
     max_upstream_body: usize,
+}
+
+/// How one attempt ended, before it is turned into an answer or a retry.
+enum AttemptEnd {
+    Answer(ResearchAnswer),
+    /// Failed before any answer could reach the client: another upstream may help.
+    Retryable(ResearchFailure),
+    Final(ResearchFailure),
 }
 
 impl ResearchService {
@@ -339,20 +349,28 @@ impl ResearchService {
             pool,
             client: UpstreamClient::new(config.timeouts.connect),
             metrics,
+            budget: RetryBudget::new(
+                config.retries.budget_ratio,
+                config.retries.budget_min_per_second,
+            ),
             system_prompt: config.research.system_prompt.clone(),
             total_timeout: config.timeouts.total,
+            first_byte_timeout: config.timeouts.first_byte,
             max_attempts: config.retries.max_attempts,
             max_upstream_body: config.limits.max_upstream_body_bytes,
         }
     }
 
-    /// Answers one validated request, trying another upstream when one could
-    /// not be reached, all within the total timeout.
+    /// Answers one validated request. An attempt that failed before anything
+    /// reached the client (connect error, reset, no answer in time, 502/503)
+    /// is retried on another upstream, within `retries.max_attempts`, the
+    /// retry budget and the total timeout.
     pub async fn answer(&self, req: &ResearchRequest) -> Result<ResearchAnswer, ResearchFailure> {
         let started = Instant::now();
         let deadline = started + self.total_timeout;
         let mut tried = Vec::new();
-        let mut last_failure: Option<(String, CallError)> = None;
+        let mut last_failure: Option<ResearchFailure> = None;
+        self.budget.record_request();
         while tried.len() < self.max_attempts as usize {
             let upstream = match self.pool.select(&tried) {
                 Ok(u) => u,
@@ -361,117 +379,155 @@ impl ResearchService {
                 }
                 Err(NoUpstream::NoneHealthy) => break,
             };
+            if !tried.is_empty() && !self.budget.try_retry() {
+                self.metrics.retry_budget_exhausted.inc();
+                break;
+            }
+            if let Some(previous) = tried.last() {
+                let name = &self.pool.upstreams()[*previous].name;
+                self.metrics.upstream_retries.with_label_values(&[name]).inc();
+            }
             tried.push(upstream.index);
-            let body = req.chat_body(&upstream.model, self.system_prompt.as_deref());
-            let path = format!("{}/chat/completions", upstream.base.path);
-            let request = UpstreamRequest {
-                method: "POST",
-                url: &upstream.base,
-                path: &path,
-                authorization: upstream.authorization(),
-                body: Some(body),
-                max_body: self.max_upstream_body,
-                read_timeout: None,
-            };
-            let attempt_started = Instant::now();
-            let outcome =
-                tokio::time::timeout_at(deadline, self.client.send(&upstream, &request)).await;
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[&upstream.name])
-                .observe(attempt_started.elapsed().as_secs_f64());
-            let reply = match outcome {
-                Err(_) => {
-                    self.count(&upstream, "timeout");
-                    return Err(ResearchFailure {
-                        upstream: Some(upstream.name.clone()),
-                        ..ResearchFailure::new(
-                            504,
-                            format!(
-                                "vLLM backend did not answer within {}",
-                                humantime::format_duration(self.total_timeout)
-                            ),
-                        )
-                    });
+            match self.attempt(&upstream, req, started, deadline).await {
+                AttemptEnd::Answer(answer) => return Ok(answer),
+                AttemptEnd::Final(failure) => return Err(failure),
+                AttemptEnd::Retryable(failure) => {
+                    log::warn!("upstream {}: {}", upstream.name, failure.detail);
+                    last_failure = Some(failure);
                 }
-                Ok(Err(e)) if e.nothing_sent() => {
-                    self.count(&upstream, "connect_error");
-                    log::warn!("upstream {} unreachable: {e}", upstream.name);
-                    last_failure = Some((upstream.name.clone(), e));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    self.count(&upstream, "error");
-                    return Err(ResearchFailure {
-                        upstream: Some(upstream.name.clone()),
-                        ..ResearchFailure::new(
-                            502,
-                            format!("vLLM backend {} failed: {e}", upstream.name),
-                        )
-                    });
-                }
-                Ok(Ok(reply)) => reply,
-            };
-            return self.map_reply(&upstream, reply, started);
+            }
         }
-        Err(match last_failure {
-            Some((name, e)) => ResearchFailure::new(
-                503,
-                format!("vLLM backend unreachable: upstream {name}: {e}"),
-            ),
-            None => ResearchFailure::new(
+        Err(last_failure.unwrap_or_else(|| {
+            ResearchFailure::new(
                 503,
                 format!(
                     "vLLM backend unreachable: no healthy upstream ({} of {} passed their health checks)",
                     self.pool.healthy_count(),
                     self.pool.upstreams().len()
                 ),
-            ),
-        })
+            )
+        }))
     }
 
-    fn count(&self, upstream: &Upstream, outcome: &str) {
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[&upstream.name, outcome])
-            .inc();
-    }
-
-    fn map_reply(
+    async fn attempt(
         &self,
-        upstream: &Upstream,
-        reply: UpstreamReply,
+        upstream: &Arc<Upstream>,
+        req: &ResearchRequest,
         started: Instant,
-    ) -> Result<ResearchAnswer, ResearchFailure> {
+        deadline: Instant,
+    ) -> AttemptEnd {
+        let body = req.chat_body(&upstream.model, self.system_prompt.as_deref());
+        let path = format!("{}/chat/completions", upstream.base.path);
+        let request = UpstreamRequest {
+            method: "POST",
+            url: &upstream.base,
+            path: &path,
+            authorization: upstream.authorization(),
+            body: Some(body),
+            max_body: self.max_upstream_body,
+            read_timeout: None,
+        };
+        let attempt_deadline = match self.first_byte_timeout {
+            Some(limit) => deadline.min(Instant::now() + limit),
+            None => deadline,
+        };
+        let attempt = self.pool.begin(upstream);
+        let outcome = tokio::time::timeout_at(attempt_deadline, self.client.send(upstream, &request)).await;
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[&upstream.name])
+            .observe(attempt.elapsed().as_secs_f64());
         let failure = |status: u16, detail: String| ResearchFailure {
             upstream: Some(upstream.name.clone()),
             ..ResearchFailure::new(status, detail)
         };
-        if !(200..300).contains(&reply.status) {
-            self.count(upstream, &format!("http_{}xx", reply.status / 100));
+        let reply = match outcome {
+            Err(_) => {
+                self.count(upstream, "timeout");
+                attempt.finish(Outcome::Failure("no answer in time".into()));
+                if attempt_deadline < deadline {
+                    return AttemptEnd::Retryable(failure(
+                        504,
+                        format!(
+                            "vLLM backend {} did not start answering within {}",
+                            upstream.name,
+                            humantime::format_duration(self.first_byte_timeout.unwrap_or_default())
+                        ),
+                    ));
+                }
+                return AttemptEnd::Final(failure(
+                    504,
+                    format!(
+                        "vLLM backend did not answer within {}",
+                        humantime::format_duration(self.total_timeout)
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                let retryable = e.before_answer();
+                self.count(upstream, if e.nothing_sent() { "connect_error" } else { "error" });
+                attempt.finish(Outcome::Failure(e.to_string()));
+                return if e.nothing_sent() {
+                    AttemptEnd::Retryable(ResearchFailure::new(
+                        503,
+                        format!("vLLM backend unreachable: upstream {}: {e}", upstream.name),
+                    ))
+                } else if retryable {
+                    AttemptEnd::Retryable(failure(
+                        502,
+                        format!("vLLM backend {} failed: {e}", upstream.name),
+                    ))
+                } else {
+                    AttemptEnd::Final(failure(
+                        502,
+                        format!("vLLM backend {} failed: {e}", upstream.name),
+                    ))
+                };
+            }
+            Ok(Ok(reply)) => reply,
+        };
+        let status = reply.status;
+        if !(200..300).contains(&status) {
+            self.count(upstream, &format!("http_{}xx", status / 100));
             let message = scrub(&upstream_error_text(&reply.body), upstream.api_key());
-            if reply.status == 429 {
-                return Err(ResearchFailure {
-                    retry_after: reply.header_str("retry-after").map(str::to_string),
+            if status == 429 {
+                let retry_after = reply.header_str("retry-after").map(str::to_string);
+                let wait = retry_after
+                    .as_deref()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                attempt.finish(Outcome::RateLimited(wait));
+                return AttemptEnd::Final(ResearchFailure {
+                    retry_after,
                     ..failure(
                         429,
                         format!("vLLM backend {} is rate limited: {message}", upstream.name),
                     )
                 });
             }
-            return Err(failure(
-                502,
-                format!(
-                    "vLLM backend {} answered HTTP {}: {message}",
-                    upstream.name, reply.status
-                ),
-            ));
+            let detail = format!(
+                "vLLM backend {} answered HTTP {status}: {message}",
+                upstream.name
+            );
+            // The upstream's fault (down, misconfigured) or the request's (a 400)?
+            let upstream_fault = status >= 500 || matches!(status, 401 | 403 | 404 | 408);
+            attempt.finish(if upstream_fault {
+                Outcome::Failure(format!("HTTP {status}: {message}"))
+            } else {
+                Outcome::Neutral
+            });
+            return if matches!(status, 502 | 503) {
+                AttemptEnd::Retryable(failure(502, detail))
+            } else {
+                AttemptEnd::Final(failure(502, detail))
+            };
         }
         let completion = match parse_chat_completion(&reply.body) {
             Ok(c) => c,
             Err(why) => {
                 self.count(upstream, "invalid_answer");
-                return Err(failure(
+                attempt.finish(Outcome::Failure(format!("invalid chat completion: {why}")));
+                return AttemptEnd::Final(failure(
                     502,
                     format!(
                         "vLLM backend {} sent an invalid chat completion: {why}",
@@ -480,6 +536,10 @@ impl ResearchService {
                 ));
             }
         };
+        // The latency sample is the whole answer's time, not normalised by its
+        // length: see "Latency signal" in the README.
+        let latency = attempt.elapsed();
+        attempt.finish(Outcome::Success(latency));
         self.count(upstream, "ok");
         for (kind, n) in [
             ("prompt", completion.prompt_tokens),
@@ -490,7 +550,7 @@ impl ResearchService {
                 .with_label_values(&[&upstream.name, kind])
                 .inc_by(n);
         }
-        Ok(ResearchAnswer {
+        AttemptEnd::Answer(ResearchAnswer {
             result: completion.content,
             model: completion.model.unwrap_or_else(|| upstream.model.clone()),
             tokens_used: completion.total_tokens,
@@ -498,6 +558,13 @@ impl ResearchService {
             timestamp: iso_timestamp(),
             upstream: upstream.name.clone(),
         })
+    }
+
+    fn count(&self, upstream: &Upstream, outcome: &str) {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[&upstream.name, outcome])
+            .inc();
     }
 }
 
