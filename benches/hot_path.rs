@@ -3,11 +3,11 @@
 
 use context7_lb::config::{Config, Strategy, UpstreamConfig};
 use context7_lb::metrics::Metrics;
-use std::sync::Arc;
 use context7_lb::pool::{CheckOutcome, Pool};
 use context7_lb::routes::research::{ResearchRequest, parse_chat_completion};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const BODY: &[u8] =
     br#"{"query":"Explain the benefits of vLLM for large language model inference","max_tokens":2000,"temperature":0.7}"#;

@@ -482,7 +482,9 @@ impl Config {
                 if !is_endpoint_id(id) {
                     problem(
                         &at("runpod_lb_endpoint_id"),
-                        format!("{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"),
+                        format!(
+                            "{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"
+                        ),
                     );
                 }
                 if up.api_key.as_deref().unwrap_or("").is_empty() {
@@ -494,7 +496,10 @@ impl Config {
                 }
             }
             if !(up.weight.is_finite() && up.weight > 0.0) {
-                problem(&at("weight"), format!("{} must be a number above 0", up.weight));
+                problem(
+                    &at("weight"),
+                    format!("{} must be a number above 0", up.weight),
+                );
             }
             if let Some(url) = &up.health_url
                 && let Err(why) = parse_base_url(url)
@@ -577,7 +582,10 @@ impl Config {
             }
         }
         if self.timeouts.first_byte.is_some_and(|d| d.is_zero()) {
-            problem("timeouts.first_byte", "must be longer than zero when set".into());
+            problem(
+                "timeouts.first_byte",
+                "must be longer than zero when set".into(),
+            );
         }
         if self.ejection.max_cooldown < self.ejection.base_cooldown {
             problem(

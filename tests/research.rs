@@ -572,7 +572,7 @@ async fn a_wrong_runpod_key_marks_the_endpoint_unhealthy_with_a_reason() {
     assert!(!up.is_healthy());
     assert_eq!(
         up.last_check().unwrap().detail,
-        "401: RunPod refused the API key for endpoint abc123"
+        "401: the endpoint refused the API key for endpoint abc123"
     );
     stop(gw).await;
 }

@@ -142,7 +142,10 @@ impl HealthChecker {
             (ProbeContract::Ping, 204) => (CheckOutcome::Initializing, "204 initializing".into()),
             (_, 401) => (
                 CheckOutcome::Down,
-                format!("401: the endpoint refused the API key{}", endpoint_words(&up.kind)),
+                format!(
+                    "401: the endpoint refused the API key{}",
+                    endpoint_words(&up.kind)
+                ),
             ),
             (ProbeContract::RunPodHealth, 404) => (
                 CheckOutcome::Down,
@@ -183,7 +186,9 @@ impl BackgroundService for HealthChecker {
 fn endpoint_words(kind: &UpstreamKind) -> String {
     match kind {
         UpstreamKind::RunPodQueue { endpoint_id }
-        | UpstreamKind::RunPodLoadBalancer { endpoint_id } => format!(" for endpoint {endpoint_id}"),
+        | UpstreamKind::RunPodLoadBalancer { endpoint_id } => {
+            format!(" for endpoint {endpoint_id}")
+        }
         UpstreamKind::OpenAi => String::new(),
     }
 }

@@ -198,7 +198,13 @@ impl Pool {
                     (Some(a), None) => Some((a.clone(), Reason::OnlyCandidate)),
                     (Some(a), Some(b)) => {
                         let (cost_a, cost_b) = (self.cost(a, now), self.cost(b, now));
-                        let winner = if cost_b < cost_a { b } else { a };
+                        // Ties (a new upstream at the neutral estimate, say) go
+                        // either way, so that neither side is starved by order.
+                        let winner = if cost_b < cost_a || (cost_b == cost_a && fastrand::bool()) {
+                            b
+                        } else {
+                            a
+                        };
                         log::trace!(
                             "p2c: {} costs {cost_a:.6}, {} costs {cost_b:.6}: {}",
                             a.name,

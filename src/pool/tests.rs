@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::config::UpstreamConfig;
-use proptest::prelude::{Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest};
+use proptest::prelude::{
+    Just, ProptestConfig, any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
 
 fn config(n: usize) -> Config {
     Config {
@@ -170,9 +172,15 @@ async fn consecutive_failures_eject_for_a_cooldown_that_grows_and_resets() {
     let base = p.ejection.base_cooldown;
     fail();
     fail();
-    assert!(up.ejected_until(Instant::now()).is_none(), "two failures: not yet");
+    assert!(
+        up.ejected_until(Instant::now()).is_none(),
+        "two failures: not yet"
+    );
     fail();
-    assert_eq!(up.ejected_until(Instant::now()), Some(Instant::now() + base));
+    assert_eq!(
+        up.ejected_until(Instant::now()),
+        Some(Instant::now() + base)
+    );
     assert_eq!(p.routable_count(), 1);
     for _ in 0..50 {
         assert_eq!(p.select(&[]).unwrap().index, 0);

@@ -1,13 +1,13 @@
 //! One endpoint behind the gateway: where it is, how to authenticate, what model
 //! it serves, its resolved addresses and its health state.
 
+use super::ewma::PeakEwma;
 use crate::config::{BaseUrl, Config, UpstreamConfig, parse_base_url};
 use std::net::{IpAddr, SocketAddr};
-use super::ewma::PeakEwma;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use tokio::time::Instant;
 use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
+use tokio::time::Instant;
 
 /// What kind of endpoint this is; it decides how health is probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,7 +332,11 @@ impl Upstream {
     }
 
     /// The latency estimate at `now`.
-    pub fn latency_estimate(&self, now: Instant, decay: std::time::Duration) -> std::time::Duration {
+    pub fn latency_estimate(
+        &self,
+        now: Instant,
+        decay: std::time::Duration,
+    ) -> std::time::Duration {
         self.load().latency.estimate(now, decay)
     }
 

@@ -385,7 +385,10 @@ impl ResearchService {
             }
             if let Some(previous) = tried.last() {
                 let name = &self.pool.upstreams()[*previous].name;
-                self.metrics.upstream_retries.with_label_values(&[name]).inc();
+                self.metrics
+                    .upstream_retries
+                    .with_label_values(&[name])
+                    .inc();
             }
             tried.push(upstream.index);
             match self.attempt(&upstream, req, started, deadline).await {
@@ -432,7 +435,8 @@ impl ResearchService {
             None => deadline,
         };
         let attempt = self.pool.begin(upstream);
-        let outcome = tokio::time::timeout_at(attempt_deadline, self.client.send(upstream, &request)).await;
+        let outcome =
+            tokio::time::timeout_at(attempt_deadline, self.client.send(upstream, &request)).await;
         self.metrics
             .upstream_duration
             .with_label_values(&[&upstream.name])
@@ -465,7 +469,14 @@ impl ResearchService {
             }
             Ok(Err(e)) => {
                 let retryable = e.before_answer();
-                self.count(upstream, if e.nothing_sent() { "connect_error" } else { "error" });
+                self.count(
+                    upstream,
+                    if e.nothing_sent() {
+                        "connect_error"
+                    } else {
+                        "error"
+                    },
+                );
                 attempt.finish(Outcome::Failure(e.to_string()));
                 return if e.nothing_sent() {
                     AttemptEnd::Retryable(ResearchFailure::new(
