@@ -223,6 +223,13 @@ pub struct PoolConfig {
     /// Estimate of an upstream with no sample yet, when no other has one either.
     #[serde(with = "duration_text")]
     pub initial_latency: Duration,
+    /// Share of one request's latency that each request already in flight adds
+    /// to the cost. 1.0 is the classic Peak-EWMA (a queue serving one at a
+    /// time); vLLM batches running requests, so each adds far less.
+    pub in_flight_weight: f64,
+    /// One of the two candidates is the last winner (P2C with memory): with few
+    /// upstreams, plain P2C sends a third of the traffic to the second best.
+    pub remember_best: bool,
 }
 
 impl Default for PoolConfig {
@@ -232,6 +239,8 @@ impl Default for PoolConfig {
             decay: Duration::from_secs(10),
             failure_penalty: Duration::from_secs(1),
             initial_latency: Duration::from_millis(500),
+            in_flight_weight: 0.25,
+            remember_best: true,
         }
     }
 }
@@ -594,6 +603,7 @@ impl Config {
             );
         }
         for (at, v) in [
+            ("pool.in_flight_weight", self.pool.in_flight_weight),
             ("retries.budget_ratio", self.retries.budget_ratio),
             (
                 "retries.budget_min_per_second",

@@ -3,11 +3,19 @@
 //! every time-based rule reads `tokio::time::Instant`, so tests can pause time.
 //!
 //! Selection is power of two choices (P2C) over routable upstreams: two are
-//! drawn at random and the cheaper one wins, with
-//! cost = Peak-EWMA latency × (in-flight + 1 + queued jobs per worker) ÷ weight.
-//! P2C keeps the herd off a single "best" upstream (every gateway thread would
-//! pick the same one) while still steering nearly all traffic away from slow
-//! ones. Routable means: passed its active checks and not passively ejected.
+//! compared and the cheaper one wins, with cost = Peak-EWMA latency ×
+//! (1 + in_flight_weight × (in-flight + queued jobs per worker)) ÷ weight.
+//! Classic Peak-EWMA counts each request in flight as a whole extra request
+//! (weight 1); vLLM decodes its running requests as one batch, so each adds
+//! only a fraction of a request's latency (default 0.25), and the fastest
+//! upstream keeps its traffic at moderate concurrency.
+//! By default one of the two is the last winner and the other is drawn at
+//! random ("P2C with memory", Shah and Prabhakar): with plain P2C and three
+//! upstreams the pair without the best one comes up a third of the time, so
+//! the second best gets a third of the traffic however slow it is; with
+//! memory the best keeps winning until its in-flight count makes a random
+//! challenger cheaper, and every upstream is still compared regularly.
+//! Routable means: passed its active checks and not passively ejected.
 
 pub mod budget;
 pub mod ewma;
@@ -84,6 +92,8 @@ pub struct Pool {
     settings: PoolConfig,
     ejection: EjectionConfig,
     next: AtomicUsize,
+    /// Index + 1 of the last P2C winner (0: none yet), the remembered candidate.
+    best: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -101,6 +111,7 @@ impl Pool {
             settings: config.pool.clone(),
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
+            best: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -178,24 +189,38 @@ impl Pool {
                     .map(|u| (u.clone(), Reason::RoundRobin))
             }
             Strategy::PeakEwma => {
-                // Two distinct accepted upstreams drawn uniformly in one pass
-                // (reservoir sampling), without allocating.
+                let remembered = self
+                    .best
+                    .load(Ordering::Relaxed)
+                    .checked_sub(1)
+                    .and_then(|i| self.upstreams.get(i))
+                    .filter(|u| self.settings.remember_best && accept(u));
+                // The remembered winner against one random other, or two random
+                // ones: drawn uniformly in one pass (reservoir sampling), without
+                // allocating.
                 let mut seen = 0usize;
-                let (mut a, mut b): (Option<&Arc<Upstream>>, Option<&Arc<Upstream>>) = (None, None);
+                let (mut a, mut b): (Option<&Arc<Upstream>>, Option<&Arc<Upstream>>) =
+                    (remembered, None);
+                let wanted = if remembered.is_some() { 1 } else { 2 };
                 for u in self.upstreams.iter().filter(|u| accept(u)) {
+                    if remembered.is_some_and(|r| r.index == u.index) {
+                        continue;
+                    }
                     seen += 1;
-                    match seen {
-                        1 => a = Some(u),
-                        2 => b = Some(u),
-                        _ => match fastrand::usize(..seen) {
-                            0 => a = Some(u),
-                            1 => b = Some(u),
-                            _ => {}
-                        },
+                    let slot = if seen <= wanted {
+                        seen - 1
+                    } else {
+                        fastrand::usize(..seen)
+                    };
+                    match (wanted, slot) {
+                        (1, 0) => b = Some(u),
+                        (2, 0) => a = Some(u),
+                        (2, 1) => b = Some(u),
+                        _ => {}
                     }
                 }
-                match (a, b) {
-                    (Some(a), None) => Some((a.clone(), Reason::OnlyCandidate)),
+                let chosen = match (a, b) {
+                    (Some(a), None) | (None, Some(a)) => Some((a.clone(), Reason::OnlyCandidate)),
                     (Some(a), Some(b)) => {
                         let (cost_a, cost_b) = (self.cost(a, now), self.cost(b, now));
                         // Ties (a new upstream at the neutral estimate, say) go
@@ -213,8 +238,12 @@ impl Pool {
                         );
                         Some((winner.clone(), Reason::PowerOfTwo))
                     }
-                    _ => None,
+                    (None, None) => None,
+                };
+                if let Some((winner, _)) = &chosen {
+                    self.best.store(winner.index + 1, Ordering::Relaxed);
                 }
+                chosen
             }
         }
     }
@@ -233,7 +262,8 @@ impl Pool {
     pub fn cost(&self, u: &Upstream, now: Instant) -> f64 {
         let latency = self.latency_estimate(u, now).as_secs_f64();
         let queued = u.queue_depth().map_or(0.0, |q| q.jobs_per_worker());
-        latency * (u.in_flight() as f64 + 1.0 + queued) / u.weight
+        let load = u.in_flight() as f64 + queued;
+        latency * (1.0 + self.settings.in_flight_weight * load) / u.weight
     }
 
     /// An upstream's latency estimate; one with no sample yet gets the mean of

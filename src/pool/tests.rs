@@ -70,16 +70,37 @@ async fn round_robin_covers_healthy_upstreams_evenly() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn p2c_prefers_the_faster_upstream() {
-    let p = healthy(3);
+async fn plain_p2c_gives_the_second_best_the_draws_without_the_best() {
+    let mut c = config(3);
+    c.pool.remember_best = false;
+    let p = pool_with(&c);
+    for i in 0..3 {
+        set(&p, i, CheckOutcome::Up);
+    }
     sample(&p, 0, 10);
     sample(&p, 1, 50);
     sample(&p, 2, 200);
     let counts = shares(&p, 3000);
-    // The slowest one only wins when it is not drawn: never, against two faster ones.
+    // The slowest one never wins a draw; the fastest wins the two draws in
+    // three that include it, and the middle one the rest.
     assert_eq!(counts[2], 0, "{counts:?}");
-    // The fastest one wins every draw it is part of: two draws in three.
     assert!((1900..=2100).contains(&counts[0]), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_with_memory_keeps_the_best_until_load_makes_it_dearer() {
+    let p = healthy(3);
+    sample(&p, 0, 10);
+    sample(&p, 1, 50);
+    sample(&p, 2, 200);
+    assert_eq!(shares(&p, 3000), [3000, 0, 0]);
+    // Twenty in flight on the fastest: 10 ms × (1 + 0.25 × 20) > 50 ms, so the
+    // 50 ms one wins the draws it is part of.
+    let fast = p.upstreams()[0].clone();
+    let busy: Vec<_> = (0..20).map(|_| p.begin(&fast)).collect();
+    let counts = shares(&p, 300);
+    assert!(counts[1] > 100, "{counts:?}");
+    drop(busy);
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,13 +111,29 @@ async fn in_flight_requests_raise_the_cost() {
     let fast = p.upstreams()[0].clone();
     let now = Instant::now();
     assert!(p.cost(&fast, now) < p.cost(&p.upstreams()[1], now));
-    // Four requests in flight on the fast one: 10 ms × 5 > 30 ms × 1.
-    let busy: Vec<_> = (0..4).map(|_| p.begin(&fast)).collect();
-    assert_eq!(fast.in_flight(), 4);
+    // Nine requests in flight on the fast one: 10 ms × (1 + 0.25 × 9) > 30 ms.
+    let busy: Vec<_> = (0..9).map(|_| p.begin(&fast)).collect();
+    assert_eq!(fast.in_flight(), 9);
     assert_eq!(p.select(&[]).unwrap().index, 1);
     drop(busy);
     assert_eq!(fast.in_flight(), 0);
     assert_eq!(p.select(&[]).unwrap().index, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn classic_in_flight_weight_counts_whole_requests() {
+    let mut c = config(2);
+    c.pool.in_flight_weight = 1.0;
+    let p = pool_with(&c);
+    set(&p, 0, CheckOutcome::Up);
+    set(&p, 1, CheckOutcome::Up);
+    sample(&p, 0, 10);
+    sample(&p, 1, 30);
+    let fast = p.upstreams()[0].clone();
+    let _busy: Vec<_> = (0..3).map(|_| p.begin(&fast)).collect();
+    let now = Instant::now();
+    assert!((p.cost(&fast, now) - 0.040).abs() < 1e-9);
+    assert_eq!(p.select(&[]).unwrap().index, 1);
 }
 
 #[tokio::test(start_paused = true)]
