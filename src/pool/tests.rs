@@ -93,7 +93,9 @@ async fn p2c_with_memory_keeps_the_best_until_load_makes_it_dearer() {
     sample(&p, 0, 10);
     sample(&p, 1, 50);
     sample(&p, 2, 200);
-    assert_eq!(shares(&p, 3000), [3000, 0, 0]);
+    // Only the very first draw, with nothing remembered yet, can miss the best.
+    let counts = shares(&p, 3000);
+    assert!(counts[0] >= 2999 && counts[2] == 0, "{counts:?}");
     // Twenty in flight on the fastest: 10 ms × (1 + 0.25 × 20) > 50 ms, so the
     // 50 ms one wins the draws it is part of.
     let fast = p.upstreams()[0].clone();
