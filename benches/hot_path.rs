@@ -3,11 +3,12 @@
 
 use context7_lb::config::{Config, Strategy, UpstreamConfig};
 use context7_lb::metrics::Metrics;
-use context7_lb::pool::{CheckOutcome, Pool};
+use context7_lb::pool::{CheckOutcome, Outcome, Pool};
 use context7_lb::routes::research::{ResearchRequest, parse_chat_completion};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 const BODY: &[u8] =
     br#"{"query":"Explain the benefits of vLLM for large language model inference","max_tokens":2000,"temperature":0.7}"#;
@@ -27,8 +28,11 @@ fn pool(n: usize, strategy: Strategy) -> Pool {
     };
     config.pool.strategy = strategy;
     let pool = Pool::from_config(&config, Arc::new(Metrics::new())).expect("valid pool");
-    for u in pool.upstreams() {
+    for (i, u) in pool.upstreams().iter().enumerate() {
         u.observe_check(CheckOutcome::Up, String::new(), 1, 1);
+        // Steady state: every upstream has answered once.
+        pool.begin(u)
+            .finish(Outcome::Success(Duration::from_millis(10 + i as u64)));
     }
     pool
 }

@@ -46,6 +46,7 @@ pub enum NoUpstream {
 
 /// Why an upstream was chosen: the `reason` label of the selections metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum Reason {
     /// The cheaper of two random routable upstreams.
     PowerOfTwo,
@@ -60,6 +61,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::PowerOfTwo,
+        Reason::OnlyCandidate,
+        Reason::RoundRobin,
+        Reason::UnknownHealth,
+        Reason::AllEjected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::PowerOfTwo => "p2c",
@@ -95,6 +104,9 @@ pub struct Pool {
     /// Index + 1 of the last P2C winner (0: none yet), the remembered candidate.
     best: AtomicUsize,
     metrics: Arc<Metrics>,
+    /// Selection counters per upstream and reason, resolved once so that the
+    /// request path does no label lookup.
+    selections: Vec<[prometheus::IntCounter; Reason::ALL.len()]>,
 }
 
 impl Pool {
@@ -106,8 +118,19 @@ impl Pool {
             .enumerate()
             .map(|(i, up)| Upstream::from_config(i, up, config).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let selections = upstreams
+            .iter()
+            .map(|u| {
+                Reason::ALL.map(|r| {
+                    metrics
+                        .upstream_selections
+                        .with_label_values(&[&u.name, r.as_str()])
+                })
+            })
+            .collect();
         Ok(Pool {
             upstreams,
+            selections,
             settings: config.pool.clone(),
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
@@ -167,10 +190,7 @@ impl Pool {
             })
             .or_else(|| self.least_ejected(now, tried));
         let (upstream, reason) = chosen.ok_or(NoUpstream::NoneHealthy)?;
-        self.metrics
-            .upstream_selections
-            .with_label_values(&[&upstream.name, reason.as_str()])
-            .inc();
+        self.selections[upstream.index][reason as usize].inc();
         Ok(upstream)
     }
 
@@ -196,31 +216,11 @@ impl Pool {
                     .and_then(|i| self.upstreams.get(i))
                     .filter(|u| self.settings.remember_best && accept(u));
                 // The remembered winner against one random other, or two random
-                // ones: drawn uniformly in one pass (reservoir sampling), without
-                // allocating.
-                let mut seen = 0usize;
-                let (mut a, mut b): (Option<&Arc<Upstream>>, Option<&Arc<Upstream>>) =
-                    (remembered, None);
-                let wanted = if remembered.is_some() { 1 } else { 2 };
-                for u in self.upstreams.iter().filter(|u| accept(u)) {
-                    if remembered.is_some_and(|r| r.index == u.index) {
-                        continue;
-                    }
-                    seen += 1;
-                    let slot = if seen <= wanted {
-                        seen - 1
-                    } else {
-                        fastrand::usize(..seen)
-                    };
-                    match (wanted, slot) {
-                        (1, 0) => b = Some(u),
-                        (2, 0) => a = Some(u),
-                        (2, 1) => b = Some(u),
-                        _ => {}
-                    }
-                }
+                // ones, drawn uniformly without allocating.
+                let a = remembered.or_else(|| self.random_accepted(&accept, None));
+                let b = a.and_then(|a| self.random_accepted(&accept, Some(a.index)));
                 let chosen = match (a, b) {
-                    (Some(a), None) | (None, Some(a)) => Some((a.clone(), Reason::OnlyCandidate)),
+                    (Some(a), None) => Some((a.clone(), Reason::OnlyCandidate)),
                     (Some(a), Some(b)) => {
                         let (cost_a, cost_b) = (self.cost(a, now), self.cost(b, now));
                         // Ties (a new upstream at the neutral estimate, say) go
@@ -238,7 +238,7 @@ impl Pool {
                         );
                         Some((winner.clone(), Reason::PowerOfTwo))
                     }
-                    (None, None) => None,
+                    (None, _) => None,
                 };
                 if let Some((winner, _)) = &chosen {
                     self.best.store(winner.index + 1, Ordering::Relaxed);
@@ -246,6 +246,34 @@ impl Pool {
                 chosen
             }
         }
+    }
+
+    /// A uniformly drawn accepted upstream other than `exclude`. A few random
+    /// probes find one in constant time while most upstreams are routable; a
+    /// single reservoir-sampling pass covers the rest.
+    fn random_accepted(
+        &self,
+        accept: &impl Fn(&Upstream) -> bool,
+        exclude: Option<usize>,
+    ) -> Option<&Arc<Upstream>> {
+        const PROBES: usize = 8;
+        let n = self.upstreams.len();
+        let wanted = |u: &Upstream| Some(u.index) != exclude && accept(u);
+        for _ in 0..PROBES {
+            let u = &self.upstreams[fastrand::usize(..n)];
+            if wanted(u) {
+                return Some(u);
+            }
+        }
+        let mut seen = 0;
+        let mut pick = None;
+        for u in self.upstreams.iter().filter(|u| wanted(u)) {
+            seen += 1;
+            if fastrand::usize(..seen) == 0 {
+                pick = Some(u);
+            }
+        }
+        pick
     }
 
     fn least_ejected(&self, now: Instant, tried: &[usize]) -> Option<(Arc<Upstream>, Reason)> {
@@ -350,7 +378,7 @@ impl Pool {
             }
         };
         if let Some(cooldown) = newly_ejected_for {
-            load.ejected_until = Some(now + cooldown);
+            upstream.set_ejected_until(&mut load, now + cooldown);
             load.ejections_in_row += 1;
             load.ejections_total += 1;
             load.consecutive_failures = 0;

@@ -157,6 +157,10 @@ pub struct Upstream {
     streaks: Mutex<Streaks>,
     pub(super) in_flight: AtomicU64,
     pub(super) load: Mutex<LoadState>,
+    /// `load.ejected_until` as nanoseconds after `epoch` (0: not ejected), so
+    /// that selection reads it without taking the lock.
+    ejected_until_nanos: AtomicU64,
+    epoch: Instant,
     queue: Mutex<Option<QueueDepth>>,
 }
 
@@ -277,6 +281,8 @@ impl Upstream {
                 last_error: None,
             }),
             queue: Mutex::new(None),
+            ejected_until_nanos: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -313,7 +319,20 @@ impl Upstream {
 
     /// When passive ejection ends, if the upstream is ejected at `now`.
     pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
-        self.load().ejected_until.filter(|until| *until > now)
+        match self.ejected_until_nanos.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(self.epoch + std::time::Duration::from_nanos(nanos)).filter(|t| *t > now),
+        }
+    }
+
+    /// Ejects until `until` (called with the load lock held, by the pool).
+    pub(super) fn set_ejected_until(&self, load: &mut LoadState, until: Instant) {
+        load.ejected_until = Some(until);
+        let nanos = until.saturating_duration_since(self.epoch).as_nanos();
+        self.ejected_until_nanos.store(
+            u64::try_from(nanos).unwrap_or(u64::MAX).max(1),
+            Ordering::Release,
+        );
     }
 
     /// Ejections so far.
