@@ -265,11 +265,9 @@ impl Pool {
                 return Some(u);
             }
         }
-        let mut seen = 0;
         let mut pick = None;
-        for u in self.upstreams.iter().filter(|u| wanted(u)) {
-            seen += 1;
-            if fastrand::usize(..seen) == 0 {
+        for (seen, u) in self.upstreams.iter().filter(|u| wanted(u)).enumerate() {
+            if fastrand::usize(..=seen) == 0 {
                 pick = Some(u);
             }
         }
