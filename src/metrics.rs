@@ -20,6 +20,7 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub upstream_tokens: IntCounterVec,
     pub health_checks: IntCounterVec,
+    pub mcp_messages: IntCounterVec,
 }
 
 impl Metrics {
@@ -83,6 +84,15 @@ impl Metrics {
             &["upstream", "result"],
         )
         .expect("valid metric");
+        let mcp_messages = IntCounterVec::new(
+            Opts::new(
+                "context7_mcp_messages_total",
+                "JSON-RPC messages received on /mcp, by method (known names only, else \"other\"), \
+                 tool (for tools/call) and outcome.",
+            ),
+            &["method", "tool", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -91,6 +101,7 @@ impl Metrics {
             Box::new(upstream_healthy.clone()),
             Box::new(upstream_tokens.clone()),
             Box::new(health_checks.clone()),
+            Box::new(mcp_messages.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -103,6 +114,7 @@ impl Metrics {
             upstream_healthy,
             upstream_tokens,
             health_checks,
+            mcp_messages,
         }
     }
 

@@ -181,7 +181,7 @@ fn too_large(size: u64, limit: usize) -> Reply {
 }
 
 /// `application/json` or any `application/*+json`, parameters allowed.
-fn is_json(content_type: &str) -> bool {
+pub(crate) fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()

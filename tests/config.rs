@@ -122,7 +122,7 @@ fn an_unknown_key_is_an_error_with_its_path() {
     assert_eq!(
         problems("helth_check: {}\n", &[]),
         [
-            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits"
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, mcp"
         ]
     );
 }

@@ -1,6 +1,7 @@
 //! The routes the gateway answers itself, and the small answer type they share.
 
 pub mod local;
+pub mod mcp;
 pub mod research;
 
 use bytes::Bytes;
@@ -85,6 +86,17 @@ impl Reply {
                 detail: detail.into(),
             },
         )
+    }
+
+    /// An answer without a body (and so without a content type), such as
+    /// MCP's 202 for a notification.
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: "",
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
