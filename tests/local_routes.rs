@@ -60,7 +60,7 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "mcp": "/mcp"}
         })
     );
     // Every endpoint listed is served.
@@ -75,6 +75,7 @@ async fn root_lists_the_service_and_its_endpoints() {
         .await
         .unwrap();
     assert!(docs.contains("POST /v1/research"));
+    assert!(docs.contains("POST /mcp"));
     stop(gw).await;
 }
 

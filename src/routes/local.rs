@@ -32,6 +32,7 @@ pub fn root() -> Reply {
                 "research": "/v1/research",
                 "docs": "/docs",
                 "metrics": "/metrics",
+                "mcp": "/mcp",
             },
         }),
     )

@@ -15,6 +15,8 @@ pub enum Route {
     Docs,
     Metrics,
     Research,
+    /// `/mcp`, every method: the MCP transport answers 405 itself.
+    Mcp,
     /// A known path with a method it does not take.
     MethodNotAllowed,
     NotFound,
@@ -29,6 +31,7 @@ impl Route {
             Route::Docs => "/docs",
             Route::Metrics => "/metrics",
             Route::Research => "/v1/research",
+            Route::Mcp => "/mcp",
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
         }
@@ -42,6 +45,7 @@ impl Route {
             "/docs" => (Route::Docs, &["GET", "HEAD"]),
             "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
             "/v1/research" => (Route::Research, &["POST"]),
+            "/mcp" => return Route::Mcp,
             _ => return Route::NotFound,
         };
         if allowed.contains(&method) {
@@ -126,6 +130,9 @@ mod tests {
         assert_eq!(Route::of("GET", "/v1/research"), Route::MethodNotAllowed);
         assert_eq!(Route::of("POST", "/ping"), Route::MethodNotAllowed);
         assert_eq!(Route::of("GET", "/nope"), Route::NotFound);
+        for method in ["POST", "GET", "DELETE", "PUT"] {
+            assert_eq!(Route::of(method, "/mcp"), Route::Mcp);
+        }
     }
 
     #[test]
