@@ -516,21 +516,22 @@ async fn notifications_and_responses_are_accepted_with_202() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_when_idle_and_the_oldest_makes_room() {
     let mut config = config();
-    config.mcp.session_idle_timeout = Duration::from_millis(300);
+    // Margins of half a second, so a busy machine cannot make it flaky.
+    config.mcp.session_idle_timeout = Duration::from_millis(1000);
     config.mcp.max_sessions = 2;
     let gw = start(config).await;
     let ping = |id| json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
 
     let session = open_session(&gw).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(post(&gw, Some(&session), &ping(1)).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         post(&gw, Some(&session), &ping(2)).await.status,
         200,
         "each use restarts the idle clock"
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(post(&gw, Some(&session), &ping(3)).await.status, 404);
 
     let first = open_session(&gw).await;
