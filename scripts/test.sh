@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs what the build needs, then runs
-# formatting, lints and every test. This is the command the README gives and
-# the one .ci/run calls.
+# formatting, lints and every test, Rust and Python. This is the command the
+# README gives and the one .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +18,21 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test --all-targets"
 cargo test --all-targets
+
+# The Python tests drive the binary cargo test just built with real clients
+# (the official MCP SDK), from a virtual environment kept in target/.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "==> installing python3 python3-venv python3-pip"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+venv=target/py-venv
+if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  echo "==> creating $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
+echo "==> pip install -r tests/python/requirements.txt"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+echo "==> pytest tests/python"
+"$venv/bin/python" -m pytest -q tests/python

@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
 use crate::proxy::{AppState, Gateway};
+use crate::routes::mcp::McpServer;
 use crate::routes::research::ResearchService;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -32,6 +33,7 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
         research: ResearchService::new(config, pool.clone(), metrics.clone()),
         max_body_bytes: config.limits.max_body_bytes,
         ping_always_200: config.ping_always_200,
+        mcp: McpServer::new(&config.mcp),
     });
 
     let threads = if config.threads == 0 {

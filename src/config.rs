@@ -35,6 +35,7 @@ pub struct Config {
     /// `GET /ping` always answers 200, as the original service did, instead of
     /// 204 while the first health checks run and 503 when no upstream is routable.
     pub ping_always_200: bool,
+    pub mcp: McpConfig,
 }
 
 impl Default for Config {
@@ -52,6 +53,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             ejection: EjectionConfig::default(),
             ping_always_200: false,
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -288,6 +290,42 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_upstream_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The MCP endpoint at `/mcp`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Browser origins allowed to call `/mcp`, as `scheme://host` (any port) or
+    /// `scheme://host:port`; `"*"` allows every origin. A request without an
+    /// `Origin` header (every non-browser client) is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// A session unused this long is forgotten; its id then gets 404.
+    #[serde(with = "duration_text")]
+    pub session_idle_timeout: Duration,
+    /// Sessions kept at most; past it the one idle the longest is dropped.
+    pub max_sessions: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            // Loopback only: a page elsewhere must not reach a local gateway
+            // through the user's browser (DNS rebinding).
+            allowed_origins: [
+                "http://localhost",
+                "https://localhost",
+                "http://127.0.0.1",
+                "https://127.0.0.1",
+                "http://[::1]",
+                "https://[::1]",
+            ]
+            .map(String::from)
+            .to_vec(),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            max_sessions: 10_000,
         }
     }
 }
@@ -622,6 +660,20 @@ impl Config {
                 "limits.max_upstream_body_bytes",
                 "must be at least 1024".into(),
             );
+        }
+        for (i, origin) in self.mcp.allowed_origins.iter().enumerate() {
+            if let Err(why) = crate::routes::mcp::check_allowed_origin(origin) {
+                problem(&format!("mcp.allowed_origins[{i}]"), why);
+            }
+        }
+        if self.mcp.session_idle_timeout.is_zero() {
+            problem(
+                "mcp.session_idle_timeout",
+                "must be longer than zero".into(),
+            );
+        }
+        if self.mcp.max_sessions == 0 {
+            problem("mcp.max_sessions", "must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -107,6 +107,8 @@ pub fn banner(base: &str, config: &Config) -> String {
          \x20      -d '{{\"query\": \"Explain the benefits of vLLM\", \"max_tokens\": 200}}'\n\
          \x20 curl -s -X POST {base}/v1/research -H 'Content-Type: application/json' -d '{{}}'   # 422\n\
          \x20 curl -s {base}/metrics | grep context7_\n\n\
+         As an MCP server (tools research, list_models, upstream_status):\n\
+         \x20 claude mcp add --transport http context7-demo {base}/mcp\n\n\
          Ctrl-C stops it.\n"
     )
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounter,
     pub upstream_queue_jobs: IntGaugeVec,
     pub upstream_workers: IntGaugeVec,
+    pub mcp_messages: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -149,6 +150,15 @@ impl Metrics {
             "Workers of a RunPod queue endpoint from its /health, by state (idle, running).",
             &["upstream", "state"],
         );
+        let mcp_messages = IntCounterVec::new(
+            Opts::new(
+                "context7_mcp_messages_total",
+                "JSON-RPC messages received on /mcp, by method (known names only, else \"other\"), \
+                 tool (for tools/call) and outcome.",
+            ),
+            &["method", "tool", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -166,6 +176,7 @@ impl Metrics {
             Box::new(retry_budget_exhausted.clone()),
             Box::new(upstream_queue_jobs.clone()),
             Box::new(upstream_workers.clone()),
+            Box::new(mcp_messages.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -187,6 +198,7 @@ impl Metrics {
             retry_budget_exhausted,
             upstream_queue_jobs,
             upstream_workers,
+            mcp_messages,
         }
     }
 

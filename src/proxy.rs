@@ -3,6 +3,7 @@
 
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::routes::mcp::{self, McpServer};
 use crate::routes::research::{ResearchRequest, ResearchService};
 use crate::routes::{Reply, Route, local};
 use async_trait::async_trait;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// `/ping` answers 200 whatever the upstreams' state.
     pub ping_always_200: bool,
+    /// The MCP transport's origin policy and sessions.
+    pub mcp: McpServer,
 }
 
 /// The gateway's `ProxyHttp` implementation.
@@ -66,6 +69,7 @@ impl ProxyHttp for Gateway {
             Route::Docs => local::docs(),
             Route::Metrics => local::metrics(&self.state.metrics, &self.state.pool),
             Route::Research => self.research(session, ctx).await?,
+            Route::Mcp => self.mcp(session, ctx).await?,
             Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
             Route::NotFound => Reply::detail(404, "Not Found"),
         };
@@ -171,6 +175,54 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// `/mcp`: the checks that need no body first, then the body within the
+    /// limit, then the MCP server, which answers every outcome itself.
+    async fn mcp(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
+        let header = session.req_header();
+        let request = mcp::HttpRequest::from_parts(&header.method, &header.headers);
+        let declared = header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let expects_continue = header
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let is_post = header.method == http::Method::POST;
+        if let Some(refusal) = self.state.mcp.refuse_before_body(&request) {
+            if is_post {
+                // The body was not read: close rather than drain it.
+                session.set_keepalive(None);
+            }
+            return Ok(refusal);
+        }
+        let body = if is_post {
+            let limit = self.state.max_body_bytes;
+            if declared.is_some_and(|n| n > limit as u64) {
+                session.set_keepalive(None);
+                return Ok(mcp::body_too_large(limit));
+            }
+            if expects_continue {
+                session.write_continue_response().await?;
+            }
+            match read_body(session, limit).await? {
+                Some(body) => body,
+                None => {
+                    session.set_keepalive(None);
+                    return Ok(mcp::body_too_large(limit));
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let answer = self.state.mcp.answer(&self.state, &request, &body).await;
+        ctx.upstream = answer.upstream;
+        Ok(answer.reply)
+    }
+}
+
 fn too_large(size: u64, limit: usize) -> Reply {
     let shown = if size > limit as u64 {
         "larger than".to_string()
@@ -184,7 +236,7 @@ fn too_large(size: u64, limit: usize) -> Reply {
 }
 
 /// `application/json` or any `application/*+json`, parameters allowed.
-fn is_json(content_type: &str) -> bool {
+pub(crate) fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
@@ -210,7 +262,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>>
 async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
     ctx.status = reply.status;
     let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, reply.content_type)?;
+    if !reply.content_type.is_empty() {
+        header.insert_header(http::header::CONTENT_TYPE, reply.content_type)?;
+    }
     header.insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     for (name, value) in reply.headers {
@@ -230,12 +284,14 @@ async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) 
 fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
+        202 => "202",
         204 => "204",
         400 => "400",
         401 => "401",
         403 => "403",
         404 => "404",
         405 => "405",
+        406 => "406",
         413 => "413",
         415 => "415",
         422 => "422",

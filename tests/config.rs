@@ -1,7 +1,7 @@
 //! Configuration: the documented shape, `${VAR}` expansion, every error with
 //! its message, the environment-only mode, and `--check` on every shipped file.
 
-use context7_lb::config::{Config, Problem};
+use context7_lb::config::{Config, McpConfig, Problem};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -122,7 +122,7 @@ fn an_unknown_key_is_an_error_with_its_path() {
     assert_eq!(
         problems("helth_check: {}\n", &[]),
         [
-            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200"
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200, mcp"
         ]
     );
 }
@@ -276,4 +276,42 @@ fn check_prints_every_problem_and_fails() {
         )
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_mcp_section_has_defaults_and_checked_values() {
+    let defaults = McpConfig::default();
+    assert_eq!(defaults.session_idle_timeout, Duration::from_secs(30 * 60));
+    assert_eq!(defaults.max_sessions, 10_000);
+    assert!(
+        defaults
+            .allowed_origins
+            .contains(&"http://localhost".to_string())
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let config = Config::from_yaml(&text, &env(&[])).unwrap();
+    assert_eq!(config.mcp, defaults, "example.yaml lists the defaults");
+
+    let config = Config::from_yaml(
+        "mcp:\n  allowed_origins: [\"*\", \"https://app.example.com:8443\"]\n  session_idle_timeout: 300ms\n",
+        &env(&[]),
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.mcp.session_idle_timeout, Duration::from_millis(300));
+    assert_eq!(config.mcp.max_sessions, 10_000);
+
+    let p = problems(
+        "mcp:\n  allowed_origins: [\"http://localhost/\"]\n  session_idle_timeout: 0s\n  max_sessions: 0\n",
+        &[],
+    );
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("mcp.allowed_origins[0]: \"http://localhost/\" must not have a path"),
+        "{p:?}"
+    );
+    assert_eq!(p[1], "mcp.session_idle_timeout: must be longer than zero");
+    assert_eq!(p[2], "mcp.max_sessions: must be at least 1");
+    assert!(problems("mcp:\n  origins: []\n", &[])[0].contains("unknown field `origins`"));
 }

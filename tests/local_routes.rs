@@ -66,7 +66,7 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "mcp": "/mcp"}
         })
     );
     // Every endpoint listed is served.
@@ -81,6 +81,7 @@ async fn root_lists_the_service_and_its_endpoints() {
         .await
         .unwrap();
     assert!(docs.contains("POST /v1/research"));
+    assert!(docs.contains("POST /mcp"));
     stop(gw).await;
 }
 

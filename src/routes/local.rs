@@ -104,6 +104,7 @@ pub fn root() -> Reply {
                 "docs": "/docs",
                 "metrics": "/metrics",
                 "status": "/status",
+                "mcp": "/mcp",
             },
         }),
     )

@@ -1,6 +1,7 @@
 //! The routes the gateway answers itself, and the small answer type they share.
 
 pub mod local;
+pub mod mcp;
 pub mod research;
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ pub enum Route {
     Metrics,
     Status,
     Research,
+    /// `/mcp`, every method: the MCP transport answers 405 itself.
+    Mcp,
     /// A known path with a method it does not take.
     MethodNotAllowed,
     NotFound,
@@ -30,6 +33,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Status => "/status",
             Route::Research => "/v1/research",
+            Route::Mcp => "/mcp",
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
         }
@@ -44,6 +48,7 @@ impl Route {
             "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
             "/status" => (Route::Status, &["GET", "HEAD"]),
             "/v1/research" => (Route::Research, &["POST"]),
+            "/mcp" => return Route::Mcp,
             _ => return Route::NotFound,
         };
         if allowed.contains(&method) {
@@ -90,6 +95,17 @@ impl Reply {
         )
     }
 
+    /// An answer without a body (and so without a content type), such as
+    /// MCP's 202 for a notification.
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: "",
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
@@ -117,6 +133,9 @@ mod tests {
         assert_eq!(Route::of("GET", "/v1/research"), Route::MethodNotAllowed);
         assert_eq!(Route::of("POST", "/ping"), Route::MethodNotAllowed);
         assert_eq!(Route::of("GET", "/nope"), Route::NotFound);
+        for method in ["POST", "GET", "DELETE", "PUT"] {
+            assert_eq!(Route::of(method, "/mcp"), Route::Mcp);
+        }
     }
 
     #[test]
