@@ -7,6 +7,7 @@ use crate::pool::Upstream;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct UpstreamRequest<'a> {
     pub max_body: usize,
     /// Limit on each read from the upstream, when one applies.
     pub read_timeout: Option<Duration>,
+    /// `Accept` header: `application/json`, or `text/event-stream` for streams.
+    pub accept: &'static str,
 }
 
 /// A whole answer from an upstream.
@@ -110,18 +113,28 @@ impl UpstreamClient {
         upstream: &Upstream,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamReply, CallError> {
+        self.open(upstream, req).await?.read_all(req.max_body).await
+    }
+
+    /// Sends `req` to `upstream` and returns once the answer's header is in,
+    /// leaving its body to be read chunk by chunk.
+    pub async fn open<'c>(
+        &'c self,
+        upstream: &Upstream,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<Exchange<'c>, CallError> {
         let address = upstream
             .address()
             .ok_or_else(|| CallError::NoAddress(format!("{} did not resolve", req.url.host)))?;
-        self.send_to(address, req).await
+        self.open_at(address, req).await
     }
 
     /// Sends `req` to `address`, with TLS, SNI and `Host` from `req.url`.
-    pub async fn send_to(
-        &self,
+    pub async fn open_at<'c>(
+        &'c self,
         address: SocketAddr,
         req: &UpstreamRequest<'_>,
-    ) -> Result<UpstreamReply, CallError> {
+    ) -> Result<Exchange<'c>, CallError> {
         let peer = self.peer(address, req);
         let mut tries = 0;
         loop {
@@ -133,29 +146,25 @@ impl UpstreamClient {
                 .map_err(|e| CallError::Connect(describe(&e)))?;
             session.set_read_timeout(req.read_timeout);
             session.set_write_timeout(Some(self.connect_timeout));
-            match exchange(&mut session, req).await {
-                Ok(reply) => {
-                    if session.response_done() {
-                        self.connector
-                            .release_http_session(session, &peer, Some(IDLE_TIMEOUT))
-                            .await;
-                    }
-                    return Ok(reply);
+            match send_request(&mut session, req).await {
+                Ok(header) => {
+                    return Ok(Exchange {
+                        client: self,
+                        session: Some(session),
+                        peer,
+                        header,
+                    });
                 }
-                Err(Failure::BeforeAnswer(_)) if reused && tries < STALE_CONNECTION_TRIES => {
+                Err(_) if reused && tries < STALE_CONNECTION_TRIES => {
                     // A kept-alive connection the upstream had closed: try a fresh one.
                     continue;
                 }
-                Err(Failure::BeforeAnswer(why)) => {
+                Err(why) => {
                     session.shutdown().await;
                     return Err(match why {
                         CallError::Io(text) => CallError::NoAnswer(text),
                         other => other,
                     });
-                }
-                Err(Failure::AfterAnswer(why)) => {
-                    session.shutdown().await;
-                    return Err(why);
                 }
             }
         }
@@ -172,89 +181,120 @@ impl UpstreamClient {
     }
 }
 
-enum Failure {
-    /// Nothing of the answer was read.
-    BeforeAnswer(CallError),
-    AfterAnswer(CallError),
+/// An answer whose header has arrived and whose body is still to be read.
+/// Dropping it without [`Exchange::finish`] closes the connection, which is
+/// how an upstream learns that nobody waits for the rest.
+pub struct Exchange<'c> {
+    client: &'c UpstreamClient,
+    session: Option<HttpSession>,
+    peer: HttpPeer,
+    pub header: ResponseHeader,
 }
 
-async fn exchange(
-    session: &mut pingora::protocols::http::client::HttpSession,
-    req: &UpstreamRequest<'_>,
-) -> Result<UpstreamReply, Failure> {
-    let io = |e: Box<pingora::Error>| CallError::Io(describe(&e));
-    let mut header = RequestHeader::build(req.method, req.path.as_bytes(), None)
-        .map_err(|e| Failure::BeforeAnswer(io(e)))?;
-    let headers: [(&str, String); 5] = [
-        ("Host", req.url.authority()),
-        (
-            "User-Agent",
-            concat!("context7-lb/", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        ("Accept", "application/json".into()),
-        // Answers on these routes are parsed, so they must not come compressed.
-        ("Accept-Encoding", "identity".into()),
-        (
-            "Content-Length",
-            req.body.as_ref().map_or(0, |b| b.len()).to_string(),
-        ),
-    ];
-    for (name, value) in headers {
-        if name == "Content-Length" && req.body.is_none() {
-            continue;
-        }
-        header
-            .insert_header(name, value)
-            .map_err(|e| Failure::BeforeAnswer(io(e)))?;
+impl Exchange<'_> {
+    pub fn status(&self) -> u16 {
+        self.header.status.as_u16()
     }
-    if req.body.is_some() {
+
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next piece of the body as the upstream sent it; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, CallError> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| CallError::Io("exchange already finished".into()))?;
+        session
+            .read_response_body()
+            .await
+            .map_err(|e| CallError::Io(describe(&e)))
+    }
+
+    /// Reads the rest of the body, within `limit` bytes, and returns the
+    /// connection to the pool.
+    pub async fn read_all(mut self, limit: usize) -> Result<UpstreamReply, CallError> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(CallError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let header = self.header.clone();
+        self.finish().await;
+        Ok(UpstreamReply {
+            status: header.status.as_u16(),
+            header,
+            body: body.freeze(),
+        })
+    }
+
+    /// Returns the connection to the pool when the answer was read to its
+    /// end, and closes it otherwise.
+    pub async fn finish(mut self) {
+        if let Some(mut session) = self.session.take() {
+            if session.response_done() {
+                self.client
+                    .connector
+                    .release_http_session(session, &self.peer, Some(IDLE_TIMEOUT))
+                    .await;
+            } else {
+                session.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Writes the request and reads the answer's header.
+async fn send_request(
+    session: &mut HttpSession,
+    req: &UpstreamRequest<'_>,
+) -> Result<ResponseHeader, CallError> {
+    let io = |e: Box<pingora::Error>| CallError::Io(describe(&e));
+    let mut header = RequestHeader::build(req.method, req.path.as_bytes(), None).map_err(io)?;
+    header
+        .insert_header("Host", req.url.authority())
+        .map_err(io)?;
+    header
+        .insert_header(
+            "User-Agent",
+            concat!("context7-lb/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(io)?;
+    header.insert_header("Accept", req.accept).map_err(io)?;
+    // Answers the gateway parses must not come compressed; streams pass as sent.
+    header
+        .insert_header("Accept-Encoding", "identity")
+        .map_err(io)?;
+    if let Some(body) = &req.body {
         header
             .insert_header("Content-Type", "application/json")
-            .map_err(|e| Failure::BeforeAnswer(io(e)))?;
+            .map_err(io)?;
+        header
+            .insert_header("Content-Length", body.len().to_string())
+            .map_err(io)?;
     }
     if let Some(auth) = req.authorization {
-        header
-            .insert_header("Authorization", auth)
-            .map_err(|e| Failure::BeforeAnswer(io(e)))?;
+        header.insert_header("Authorization", auth).map_err(io)?;
     }
     session
         .write_request_header(Box::new(header))
         .await
-        .map_err(|e| Failure::BeforeAnswer(io(e)))?;
+        .map_err(io)?;
     if let Some(body) = &req.body {
         session
             .write_request_body(body.clone(), true)
             .await
-            .map_err(|e| Failure::BeforeAnswer(io(e)))?;
+            .map_err(io)?;
     }
+    session.finish_request_body().await.map_err(io)?;
+    session.read_response_header().await.map_err(io)?;
     session
-        .finish_request_body()
-        .await
-        .map_err(|e| Failure::BeforeAnswer(io(e)))?;
-    session
-        .read_response_header()
-        .await
-        .map_err(|e| Failure::BeforeAnswer(io(e)))?;
-    let header = session
         .response_header()
         .cloned()
-        .ok_or_else(|| Failure::BeforeAnswer(CallError::Io("no response header".into())))?;
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session
-        .read_response_body()
-        .await
-        .map_err(|e| Failure::AfterAnswer(io(e)))?
-    {
-        if body.len() + chunk.len() > req.max_body {
-            return Err(Failure::AfterAnswer(CallError::TooLarge(req.max_body)));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(UpstreamReply {
-        status: header.status.as_u16(),
-        header,
-        body: body.freeze(),
-    })
+        .ok_or_else(|| CallError::Io("no response header".into()))
 }
 
 /// A short description of a Pingora error, without its internal context chain.

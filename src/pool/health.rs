@@ -118,6 +118,7 @@ impl HealthChecker {
             body: None,
             max_body: MAX_PROBE_BODY,
             read_timeout: Some(self.config.timeout),
+            accept: "application/json",
         };
         let reply = match self.client.send(up, &request).await {
             Ok(reply) => reply,

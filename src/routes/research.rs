@@ -429,6 +429,7 @@ impl ResearchService {
             body: Some(body),
             max_body: self.max_upstream_body,
             read_timeout: None,
+            accept: "application/json",
         };
         let attempt_deadline = match self.first_byte_timeout {
             Some(limit) => deadline.min(Instant::now() + limit),
