@@ -36,6 +36,27 @@ pub struct Config {
     /// 204 while the first health checks run and 503 when no upstream is routable.
     pub ping_always_200: bool,
     pub mcp: McpConfig,
+    /// Public model names mapped onto the names upstreams serve: a request for
+    /// the public name goes to any upstream serving one of them, with the
+    /// model rewritten to the name that upstream serves.
+    pub model_aliases: std::collections::BTreeMap<String, OneOrMany>,
+}
+
+/// A single string or a list of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 impl Default for Config {
@@ -54,6 +75,7 @@ impl Default for Config {
             ejection: EjectionConfig::default(),
             ping_always_200: false,
             mcp: McpConfig::default(),
+            model_aliases: Default::default(),
         }
     }
 }
@@ -98,6 +120,10 @@ pub struct UpstreamConfig {
     /// Served model name for this upstream; overrides `research.model`.
     #[serde(default)]
     pub model: Option<String>,
+    /// Every model this upstream serves, for routing OpenAI requests by
+    /// `model` (with `model`, and what `/v1/models` discovery finds).
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Share of traffic relative to the others (cost is divided by it).
     #[serde(default = "default_weight")]
     pub weight: f64,
@@ -119,6 +145,7 @@ impl Default for UpstreamConfig {
             api_key: None,
             runpod_lb_endpoint_id: None,
             model: None,
+            models: Vec::new(),
             weight: default_weight(),
             health_url: None,
         }
@@ -139,6 +166,9 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Failures in a row that make a healthy upstream unhealthy.
     pub unhealthy_threshold: u32,
+    /// Ask healthy OpenAI-compatible upstreams for `/v1/models` (never RunPod
+    /// queue endpoints, where it is a billed job) to learn what they serve.
+    pub discover_models: bool,
 }
 
 impl Default for HealthCheckConfig {
@@ -149,6 +179,7 @@ impl Default for HealthCheckConfig {
             timeout: Duration::from_secs(2),
             healthy_threshold: 1,
             unhealthy_threshold: 2,
+            discover_models: true,
         }
     }
 }
@@ -589,6 +620,9 @@ impl Config {
             if up.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
                 problem(&at("model"), "must not be empty when set".into());
             }
+            if up.models.iter().any(|m| m.trim().is_empty()) {
+                problem(&at("models"), "must not hold an empty name".into());
+            }
         }
         if !self.health_check.path.starts_with('/') {
             problem(
@@ -650,6 +684,14 @@ impl Config {
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 problem(at, format!("{v} must be a number of 0 or more"));
+            }
+        }
+        for (alias, targets) in &self.model_aliases {
+            if alias.trim().is_empty() || targets.as_slice().is_empty() {
+                problem(
+                    &format!("model_aliases.{alias}"),
+                    "needs a name and at least one served model".into(),
+                );
             }
         }
         if self.limits.max_body_bytes == 0 {

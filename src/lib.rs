@@ -12,3 +12,4 @@ pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod sim;
+pub mod sse;

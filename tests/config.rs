@@ -116,13 +116,13 @@ fn an_unknown_key_is_an_error_with_its_path() {
     assert_eq!(
         problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]),
         [
-            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, runpod_lb_endpoint_id, model, weight, health_url"
+            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, runpod_lb_endpoint_id, model, models, weight, health_url"
         ]
     );
     assert_eq!(
         problems("helth_check: {}\n", &[]),
         [
-            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200, mcp"
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200, mcp, model_aliases"
         ]
     );
 }

@@ -20,7 +20,11 @@ pub struct HealthChecker {
     client: UpstreamClient,
     config: HealthCheckConfig,
     metrics: Arc<Metrics>,
+    rounds: std::sync::atomic::AtomicU64,
 }
+
+/// Model lists are asked for again every this many rounds (a minute at 5 s).
+const DISCOVERY_EVERY: u64 = 12;
 
 impl HealthChecker {
     pub fn new(
@@ -41,16 +45,24 @@ impl HealthChecker {
             client: UpstreamClient::new(connect_timeout.min(config.timeout)),
             config,
             metrics,
+            rounds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Runs one round: every upstream probed concurrently.
     pub async fn check_all(&self) {
-        let probes = self.pool.upstreams().iter().map(|up| self.check_one(up));
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probes = self
+            .pool
+            .upstreams()
+            .iter()
+            .map(|up| self.check_one(up, round));
         futures::future::join_all(probes).await;
     }
 
-    async fn check_one(&self, up: &Arc<Upstream>) {
+    async fn check_one(&self, up: &Arc<Upstream>, round: u64) {
         let (outcome, detail) =
             match tokio::time::timeout(self.config.timeout, self.probe(up)).await {
                 Ok(result) => result,
@@ -83,6 +95,47 @@ impl HealthChecker {
             .upstream_healthy
             .with_label_values(&[&up.name])
             .set(i64::from(up.is_healthy()));
+        let due = changed == Some(Health::Healthy) || round % DISCOVERY_EVERY == 0;
+        if self.config.discover_models && up.can_discover_models() && up.is_healthy() && due {
+            match tokio::time::timeout(self.config.timeout, self.discover_models(up)).await {
+                Ok(Ok(models)) => up.set_discovered_models(models),
+                Ok(Err(why)) => log::debug!("upstream {}: no model list: {why}", up.name),
+                Err(_) => log::debug!("upstream {}: no model list in time", up.name),
+            }
+        }
+    }
+
+    /// `GET {base}/models`: the ids the upstream lists.
+    async fn discover_models(&self, up: &Upstream) -> Result<Vec<String>, String> {
+        let path = format!("{}/models", up.base.path);
+        let request = UpstreamRequest {
+            method: "GET",
+            url: &up.base,
+            path: &path,
+            authorization: up.authorization(),
+            body: None,
+            max_body: MAX_PROBE_BODY,
+            read_timeout: Some(self.config.timeout),
+            accept: "application/json",
+        };
+        let reply = self
+            .client
+            .send(up, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status != 200 {
+            return Err(format!("HTTP {}", reply.status));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
+        Ok(value
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get("id").and_then(serde_json::Value::as_str))
+            .map(str::to_string)
+            .collect())
     }
 
     async fn probe(&self, up: &Upstream) -> (CheckOutcome, String) {

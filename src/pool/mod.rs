@@ -107,6 +107,21 @@ pub struct Pool {
     /// Selection counters per upstream and reason, resolved once so that the
     /// request path does no label lookup.
     selections: Vec<[prometheus::IntCounter; Reason::ALL.len()]>,
+    /// Shared by every route, so retries are bounded for the gateway as a whole.
+    budget: RetryBudget,
+    max_attempts: usize,
+}
+
+/// Why a request gets no further attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    NoneConfigured,
+    /// No eligible upstream is left: unhealthy, initializing, or tried.
+    NoneHealthy,
+    /// `retries.max_attempts` reached.
+    AttemptsExhausted,
+    /// The retry budget is spent.
+    BudgetSpent,
 }
 
 impl Pool {
@@ -131,6 +146,11 @@ impl Pool {
         Ok(Pool {
             upstreams,
             selections,
+            budget: RetryBudget::new(
+                config.retries.budget_ratio,
+                config.retries.budget_min_per_second,
+            ),
+            max_attempts: config.retries.max_attempts as usize,
             settings: config.pool.clone(),
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
@@ -177,18 +197,30 @@ impl Pool {
     /// turns into refusing everything. Unhealthy and initializing upstreams
     /// are never chosen.
     pub fn select(&self, tried: &[usize]) -> Result<Arc<Upstream>, NoUpstream> {
+        self.select_where(tried, &|_| true)
+    }
+
+    /// [`Pool::select`] among the upstreams `eligible` accepts (those serving
+    /// a model, say).
+    pub fn select_where(
+        &self,
+        tried: &[usize],
+        eligible: &dyn Fn(&Upstream) -> bool,
+    ) -> Result<Arc<Upstream>, NoUpstream> {
         if self.upstreams.is_empty() {
             return Err(NoUpstream::NoneConfigured);
         }
         let now = Instant::now();
-        let open = |u: &Upstream| !tried.contains(&u.index) && u.ejected_until(now).is_none();
+        let open = |u: &Upstream| {
+            !tried.contains(&u.index) && u.ejected_until(now).is_none() && eligible(u)
+        };
         let chosen = self
             .choose(now, |u| u.is_healthy() && open(u))
             .or_else(|| {
                 self.choose(now, |u| u.health() == Health::Unknown && open(u))
                     .map(|(u, _)| (u, Reason::UnknownHealth))
             })
-            .or_else(|| self.least_ejected(now, tried));
+            .or_else(|| self.least_ejected(now, tried, eligible));
         let (upstream, reason) = chosen.ok_or(NoUpstream::NoneHealthy)?;
         self.selections[upstream.index][reason as usize].inc();
         Ok(upstream)
@@ -274,10 +306,15 @@ impl Pool {
         pick
     }
 
-    fn least_ejected(&self, now: Instant, tried: &[usize]) -> Option<(Arc<Upstream>, Reason)> {
+    fn least_ejected(
+        &self,
+        now: Instant,
+        tried: &[usize],
+        eligible: &dyn Fn(&Upstream) -> bool,
+    ) -> Option<(Arc<Upstream>, Reason)> {
         self.upstreams
             .iter()
-            .filter(|u| !tried.contains(&u.index))
+            .filter(|u| !tried.contains(&u.index) && eligible(u))
             .filter(|u| matches!(u.health(), Health::Healthy | Health::Unknown))
             .filter_map(|u| u.ejected_until(now).map(|until| (until, u)))
             .min_by_key(|(until, _)| *until)
@@ -310,6 +347,38 @@ impl Pool {
         } else {
             sampled.iter().sum::<Duration>() / sampled.len() as u32
         }
+    }
+
+    /// The upstream for a request's next attempt, recorded in `tried`: the
+    /// first attempt, or a retry on a different upstream within
+    /// `retries.max_attempts` and the retry budget.
+    pub fn next_attempt(
+        &self,
+        tried: &mut Vec<usize>,
+        eligible: &dyn Fn(&Upstream) -> bool,
+    ) -> Result<Arc<Upstream>, Stop> {
+        if tried.len() >= self.max_attempts {
+            return Err(Stop::AttemptsExhausted);
+        }
+        let upstream = self.select_where(tried, eligible).map_err(|e| match e {
+            NoUpstream::NoneConfigured => Stop::NoneConfigured,
+            NoUpstream::NoneHealthy => Stop::NoneHealthy,
+        })?;
+        match tried.last() {
+            None => self.budget.record_request(),
+            Some(&previous) => {
+                if !self.budget.try_retry() {
+                    self.metrics.retry_budget_exhausted.inc();
+                    return Err(Stop::BudgetSpent);
+                }
+                self.metrics
+                    .upstream_retries
+                    .with_label_values(&[&self.upstreams[previous].name])
+                    .inc();
+            }
+        }
+        tried.push(upstream.index);
+        Ok(upstream)
     }
 
     /// Starts an attempt on `upstream`: counts it in flight until the returned

@@ -150,6 +150,10 @@ pub struct Upstream {
     pub model: String,
     /// Share of traffic relative to the others.
     pub weight: f64,
+    /// Models named in the configuration (`models` and `model`).
+    configured_models: Vec<String>,
+    /// Models the upstream listed on `/v1/models`.
+    discovered_models: RwLock<Vec<String>>,
     /// `Bearer …` header value; private so it is never formatted by accident.
     authorization: Option<String>,
     addresses: RwLock<Vec<SocketAddr>>,
@@ -263,6 +267,16 @@ impl Upstream {
                 .clone()
                 .unwrap_or_else(|| config.research.model.clone()),
             weight: up.weight,
+            configured_models: {
+                let mut models = up.models.clone();
+                if let Some(m) = &up.model
+                    && !models.contains(m)
+                {
+                    models.push(m.clone());
+                }
+                models
+            },
+            discovered_models: RwLock::new(Vec::new()),
             authorization: up
                 .api_key
                 .as_deref()
@@ -357,6 +371,49 @@ impl Upstream {
         decay: std::time::Duration,
     ) -> std::time::Duration {
         self.load().latency.estimate(now, decay)
+    }
+
+    /// Every model this upstream is known to serve; empty when unknown.
+    pub fn served_models(&self) -> Vec<String> {
+        let mut models = self.configured_models.clone();
+        if let Ok(found) = self.discovered_models.read() {
+            for m in found.iter() {
+                if !models.contains(m) {
+                    models.push(m.clone());
+                }
+            }
+        }
+        models
+    }
+
+    /// Whether the models this upstream serves are unknown: then it is taken
+    /// to serve whatever it is asked for.
+    pub fn serves_anything(&self) -> bool {
+        self.configured_models.is_empty()
+            && self.discovered_models.read().map_or(true, |d| d.is_empty())
+    }
+
+    /// Whether a request for `model` can go here.
+    pub fn serves(&self, model: &str) -> bool {
+        if self.configured_models.iter().any(|m| m == model) {
+            return true;
+        }
+        self.discovered_models.read().is_ok_and(|found| {
+            found.iter().any(|m| m == model) || (found.is_empty() && self.configured_models.is_empty())
+        })
+    }
+
+    /// Records what `/v1/models` listed.
+    pub fn set_discovered_models(&self, models: Vec<String>) {
+        if let Ok(mut d) = self.discovered_models.write() {
+            *d = models;
+        }
+    }
+
+    /// Whether asking `/v1/models` costs nothing: never through RunPod's
+    /// queue, where it is a billed job that needs a worker.
+    pub fn can_discover_models(&self) -> bool {
+        !matches!(self.kind, UpstreamKind::RunPodQueue { .. })
     }
 
     /// Queue depth from the last RunPod `/health`, for queue endpoints.

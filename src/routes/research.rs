@@ -6,7 +6,7 @@ use super::{Reply, iso_timestamp};
 use crate::client::{UpstreamClient, UpstreamRequest};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{NoUpstream, Outcome, Pool, RetryBudget, Upstream};
+use crate::pool::{Outcome, Pool, Stop, Upstream};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -327,11 +327,9 @@ pub struct ResearchService {
     pool: Arc<Pool>,
     client: UpstreamClient,
     metrics: Arc<Metrics>,
-    budget: RetryBudget,
     system_prompt: Option<String>,
     total_timeout: Duration,
     first_byte_timeout: Option<Duration>,
-    max_attempts: u32,
     max_upstream_body: usize,
 }
 
@@ -349,14 +347,9 @@ impl ResearchService {
             pool,
             client: UpstreamClient::new(config.timeouts.connect),
             metrics,
-            budget: RetryBudget::new(
-                config.retries.budget_ratio,
-                config.retries.budget_min_per_second,
-            ),
             system_prompt: config.research.system_prompt.clone(),
             total_timeout: config.timeouts.total,
             first_byte_timeout: config.timeouts.first_byte,
-            max_attempts: config.retries.max_attempts,
             max_upstream_body: config.limits.max_upstream_body_bytes,
         }
     }
@@ -370,27 +363,16 @@ impl ResearchService {
         let deadline = started + self.total_timeout;
         let mut tried = Vec::new();
         let mut last_failure: Option<ResearchFailure> = None;
-        self.budget.record_request();
-        while tried.len() < self.max_attempts as usize {
-            let upstream = match self.pool.select(&tried) {
+        loop {
+            // Every upstream takes research, with its own `model`: a model it
+            // does not serve is a configuration error its answer will name.
+            let upstream = match self.pool.next_attempt(&mut tried, &|_| true) {
                 Ok(u) => u,
-                Err(NoUpstream::NoneConfigured) => {
+                Err(Stop::NoneConfigured) => {
                     return Err(ResearchFailure::new(500, "vLLM backend not configured"));
                 }
-                Err(NoUpstream::NoneHealthy) => break,
+                Err(_) => break,
             };
-            if !tried.is_empty() && !self.budget.try_retry() {
-                self.metrics.retry_budget_exhausted.inc();
-                break;
-            }
-            if let Some(previous) = tried.last() {
-                let name = &self.pool.upstreams()[*previous].name;
-                self.metrics
-                    .upstream_retries
-                    .with_label_values(&[name])
-                    .inc();
-            }
-            tried.push(upstream.index);
             match self.attempt(&upstream, req, started, deadline).await {
                 AttemptEnd::Answer(answer) => return Ok(answer),
                 AttemptEnd::Final(failure) => return Err(failure),
