@@ -7,6 +7,7 @@ use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
 use crate::proxy::{AppState, Gateway};
 use crate::routes::mcp::McpServer;
+use crate::routes::openai::OpenAiService;
 use crate::routes::research::ResearchService;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -31,6 +32,7 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
         pool: pool.clone(),
         metrics: metrics.clone(),
         research: ResearchService::new(config, pool.clone(), metrics.clone()),
+        openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
         max_body_bytes: config.limits.max_body_bytes,
         ping_always_200: config.ping_always_200,
         mcp: McpServer::new(&config.mcp),

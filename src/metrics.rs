@@ -31,6 +31,9 @@ pub struct Metrics {
     pub upstream_queue_jobs: IntGaugeVec,
     pub upstream_workers: IntGaugeVec,
     pub mcp_messages: IntCounterVec,
+    pub time_to_first_token: HistogramVec,
+    pub streams_cancelled: IntCounter,
+    pub streams_broken: IntCounter,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -89,9 +92,9 @@ impl Metrics {
         let upstream_tokens = IntCounterVec::new(
             Opts::new(
                 "context7_upstream_tokens_total",
-                "Tokens reported by upstreams, by upstream and kind (prompt or completion).",
+                "Tokens reported by upstreams, by upstream, model and kind (prompt or completion).",
             ),
-            &["upstream", "kind"],
+            &["upstream", "model", "kind"],
         )
         .expect("valid metric");
         let health_checks = IntCounterVec::new(
@@ -159,6 +162,25 @@ impl Metrics {
             &["method", "tool", "outcome"],
         )
         .expect("valid metric");
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "context7_time_to_first_token_seconds",
+                "Time from sending a streamed request to its first chunk, by upstream.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let streams_cancelled = IntCounter::new(
+            "context7_streams_cancelled_total",
+            "Streams whose client left before the end; the upstream request was cancelled.",
+        )
+        .expect("valid metric");
+        let streams_broken = IntCounter::new(
+            "context7_streams_broken_total",
+            "Streams the upstream broke off; the client got an error event and [DONE].",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -177,6 +199,9 @@ impl Metrics {
             Box::new(upstream_queue_jobs.clone()),
             Box::new(upstream_workers.clone()),
             Box::new(mcp_messages.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(streams_cancelled.clone()),
+            Box::new(streams_broken.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -199,6 +224,9 @@ impl Metrics {
             upstream_queue_jobs,
             upstream_workers,
             mcp_messages,
+            time_to_first_token,
+            streams_cancelled,
+            streams_broken,
         }
     }
 

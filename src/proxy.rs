@@ -4,6 +4,7 @@
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes::mcp::{self, McpServer};
+use crate::routes::openai::{Endpoint, OpenAiError, OpenAiService};
 use crate::routes::research::{ResearchRequest, ResearchService};
 use crate::routes::{Reply, Route, local};
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
     pub research: ResearchService,
+    pub openai: OpenAiService,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// `/ping` answers 200 whatever the upstreams' state.
@@ -70,6 +72,13 @@ impl ProxyHttp for Gateway {
             Route::Metrics => local::metrics(&self.state.metrics, &self.state.pool),
             Route::Research => self.research(session, ctx).await?,
             Route::Mcp => self.mcp(session, ctx).await?,
+            Route::Models => self.state.openai.models(),
+            Route::ChatCompletions => {
+                return self.openai(session, ctx, Endpoint::ChatCompletions).await;
+            }
+            Route::Completions => {
+                return self.openai(session, ctx, Endpoint::Completions).await;
+            }
             Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
             Route::NotFound => Reply::detail(404, "Not Found"),
         };
@@ -123,39 +132,19 @@ impl Gateway {
     /// `POST /v1/research`: checks the envelope, reads the body within the
     /// limit, validates it and runs it through the research service.
     async fn research(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-        let header = session.req_header();
-        let text = |name: http::header::HeaderName| {
-            header
-                .headers
-                .get(name)
-                .map(|v| v.to_str().unwrap_or("").to_string())
-        };
-        let content_type = text(http::header::CONTENT_TYPE);
-        let declared =
-            text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-        let expects_continue =
-            text(http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if let Some(content_type) = content_type.filter(|ct| !is_json(ct)) {
-            session.set_keepalive(None);
-            return Ok(Reply::detail(
-                415,
-                format!("Unsupported media type {content_type:?}: send application/json"),
-            ));
-        }
-        let limit = self.state.max_body_bytes;
-        if let Some(declared) = declared.filter(|&n| n > limit as u64) {
-            // Refused before reading: the connection closes rather than drain it.
-            session.set_keepalive(None);
-            return Ok(too_large(declared, limit));
-        }
-        if expects_continue {
-            session.write_continue_response().await?;
-        }
-        let body = match read_body(session, limit).await? {
-            Some(body) => body,
-            None => {
-                session.set_keepalive(None);
-                return Ok(too_large(limit as u64 + 1, limit));
+        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
+            Ok(body) => body,
+            Err(BodyRefused::MediaType(content_type)) => {
+                return Ok(Reply::detail(
+                    415,
+                    format!("Unsupported media type {content_type:?}: send application/json"),
+                ));
+            }
+            Err(BodyRefused::TooLarge(limit)) => {
+                return Ok(Reply::detail(
+                    413,
+                    format!("Request body larger than the limit of {limit} bytes"),
+                ));
             }
         };
         let request = match ResearchRequest::parse(&body) {
@@ -176,20 +165,53 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// `/v1/chat/completions` and `/v1/completions`: errors in OpenAI's format;
+    /// the answer itself is written by the OpenAI service as it streams.
+    async fn openai(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<bool> {
+        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
+            Ok(body) => body,
+            Err(BodyRefused::MediaType(content_type)) => {
+                let error = OpenAiError::new(
+                    415,
+                    "invalid_request_error",
+                    format!("Unsupported media type {content_type:?}: send application/json."),
+                );
+                write_reply(session, ctx, error.reply()).await?;
+                return Ok(true);
+            }
+            Err(BodyRefused::TooLarge(limit)) => {
+                let error = OpenAiError::new(
+                    413,
+                    "invalid_request_error",
+                    format!("The request body is larger than the limit of {limit} bytes."),
+                );
+                write_reply(session, ctx, error.reply()).await?;
+                return Ok(true);
+            }
+        };
+        match self.state.openai.serve(session, endpoint, body).await {
+            Ok(served) => {
+                ctx.status = served.status;
+                ctx.upstream = Some(served.upstream);
+            }
+            Err(error) => {
+                ctx.upstream = error.upstream.clone();
+                write_reply(session, ctx, error.reply()).await?;
+            }
+        }
+        Ok(true)
+    }
+
     /// `/mcp`: the checks that need no body first, then the body within the
     /// limit, then the MCP server, which answers every outcome itself.
     async fn mcp(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
         let header = session.req_header();
         let request = mcp::HttpRequest::from_parts(&header.method, &header.headers);
-        let declared = header
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let expects_continue = header
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let is_post = header.method == http::Method::POST;
         if let Some(refusal) = self.state.mcp.refuse_before_body(&request) {
             if is_post {
@@ -199,20 +221,10 @@ impl Gateway {
             return Ok(refusal);
         }
         let body = if is_post {
-            let limit = self.state.max_body_bytes;
-            if declared.is_some_and(|n| n > limit as u64) {
-                session.set_keepalive(None);
-                return Ok(mcp::body_too_large(limit));
-            }
-            if expects_continue {
-                session.write_continue_response().await?;
-            }
-            match read_body(session, limit).await? {
-                Some(body) => body,
-                None => {
-                    session.set_keepalive(None);
-                    return Ok(mcp::body_too_large(limit));
-                }
+            // The MCP server judges the content type itself.
+            match read_json_body(session, self.state.max_body_bytes, false).await? {
+                Ok(body) => body,
+                Err(_) => return Ok(mcp::body_too_large(self.state.max_body_bytes)),
             }
         } else {
             Bytes::new()
@@ -223,16 +235,53 @@ impl Gateway {
     }
 }
 
-fn too_large(size: u64, limit: usize) -> Reply {
-    let shown = if size > limit as u64 {
-        "larger than".to_string()
-    } else {
-        size.to_string()
+/// Why a request body was not read.
+enum BodyRefused {
+    /// A content type that is not JSON.
+    MediaType(String),
+    /// Larger than the limit (declared, or found while reading).
+    TooLarge(usize),
+}
+
+/// Reads a request body within `limit` bytes. A body refused before it is
+/// read (wrong type, declared too large) or cut off (too large) leaves the
+/// connection to be closed rather than drained. `Expect: 100-continue` is
+/// answered once the request is known to be acceptable, so a well-behaved
+/// client never uploads a body that would be refused.
+async fn read_json_body(
+    session: &mut Session,
+    limit: usize,
+    check_type: bool,
+) -> Result<std::result::Result<Bytes, BodyRefused>> {
+    let header = session.req_header();
+    let text = |name: http::header::HeaderName| {
+        header
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_string())
     };
-    Reply::detail(
-        413,
-        format!("Request body {shown} the limit of {limit} bytes"),
-    )
+    let content_type = text(http::header::CONTENT_TYPE);
+    let declared = text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let expects_continue =
+        text(http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if check_type && let Some(content_type) = content_type.filter(|ct| !is_json(ct)) {
+        session.set_keepalive(None);
+        return Ok(Err(BodyRefused::MediaType(content_type)));
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        session.set_keepalive(None);
+        return Ok(Err(BodyRefused::TooLarge(limit)));
+    }
+    if expects_continue {
+        session.write_continue_response().await?;
+    }
+    match read_body(session, limit).await? {
+        Some(body) => Ok(Ok(body)),
+        None => {
+            session.set_keepalive(None);
+            Ok(Err(BodyRefused::TooLarge(limit)))
+        }
+    }
 }
 
 /// `application/json` or any `application/*+json`, parameters allowed.

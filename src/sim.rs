@@ -45,6 +45,10 @@ pub struct SimConfig {
     pub raw_answer: Option<String>,
     /// `GET /ping` answers 204 (initializing) and `/health` 503.
     pub cold: bool,
+    /// Streams break off (connection reset) before this token.
+    pub cut_stream_after: Option<usize>,
+    /// Requests for another model than `model` get vLLM's 404.
+    pub strict_model: bool,
     /// When set, chat and model requests need `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
 }
@@ -62,6 +66,8 @@ impl SimConfig {
             error_message: None,
             raw_answer: None,
             cold: false,
+            cut_stream_after: None,
+            strict_model: false,
             api_key: None,
         }
     }
@@ -135,6 +141,7 @@ struct SimState {
     requests: Mutex<Vec<RecordedRequest>>,
     chat_requests: AtomicU64,
     health_requests: AtomicU64,
+    cancelled_streams: AtomicU64,
 }
 
 /// A running simulated upstream; stops when dropped.
@@ -159,6 +166,7 @@ impl SimUpstream {
             requests: Mutex::new(Vec::new()),
             chat_requests: AtomicU64::new(0),
             health_requests: AtomicU64::new(0),
+            cancelled_streams: AtomicU64::new(0),
         });
         let server = tokio::spawn(serve(listener, state.clone()));
         Ok(SimUpstream {
@@ -196,9 +204,14 @@ impl SimUpstream {
         self.state.requests.lock().expect("sim log lock").clone()
     }
 
-    /// Chat completion requests received so far.
+    /// Completion requests (chat and text) received so far.
     pub fn chat_requests(&self) -> u64 {
         self.state.chat_requests.load(Ordering::Relaxed)
+    }
+
+    /// Streams whose reader went away before the end.
+    pub fn cancelled_streams(&self) -> u64 {
+        self.state.cancelled_streams.load(Ordering::Relaxed)
     }
 
     /// Health probes (`/ping`, `/health`, `/v2/{id}/health`) received so far.
@@ -337,20 +350,65 @@ async fn handle(
             }]}),
         ),
         (&Method::POST, p) if p.ends_with("/chat/completions") => {
-            chat(&state, &config, &recorded).await
+            complete(&state, &config, &recorded, Api::Chat).await
+        }
+        (&Method::POST, p) if p.ends_with("/completions") => {
+            complete(&state, &config, &recorded, Api::Text).await
         }
         _ => openai_error(StatusCode::NOT_FOUND, "Not Found"),
     };
     Ok(response)
 }
 
-async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Response<SimBody> {
+/// Which completion API a request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Text,
+}
+
+async fn complete(
+    state: &Arc<SimState>,
+    config: &SimConfig,
+    req: &RecordedRequest,
+    api: Api,
+) -> Response<SimBody> {
     let n = state.chat_requests.fetch_add(1, Ordering::Relaxed);
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return openai_error(StatusCode::BAD_REQUEST, "request body is not valid JSON");
     };
-    if body.get("messages").and_then(Value::as_array).is_none() {
-        return openai_error(StatusCode::BAD_REQUEST, "messages: field required");
+    let (prompt, question) = match api {
+        Api::Chat => {
+            let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+                return openai_error(StatusCode::BAD_REQUEST, "messages: field required");
+            };
+            let text = |m: &Value| m.get("content").and_then(Value::as_str).unwrap_or("").to_string();
+            (
+                messages.iter().map(text).collect::<Vec<_>>().join(" "),
+                messages.last().map(text).unwrap_or_default(),
+            )
+        }
+        Api::Text => match body.get("prompt") {
+            Some(Value::String(p)) => (p.clone(), p.clone()),
+            Some(Value::Array(parts)) => {
+                let joined = parts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (joined.clone(), joined)
+            }
+            _ => return openai_error(StatusCode::BAD_REQUEST, "prompt: field required"),
+        },
+    };
+    let requested = body.get("model").and_then(Value::as_str).unwrap_or("");
+    if config.strict_model && requested != config.model {
+        // vLLM's flat error form, which the gateway must read as well.
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"object": "error", "message": format!("The model `{requested}` does not exist."),
+                    "type": "NotFoundError", "param": null, "code": 404}),
+        );
     }
     // Spread failures evenly: request n fails when the running share crosses an integer.
     let rate = config.error_rate.clamp(0.0, 1.0);
@@ -376,33 +434,27 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
         .map_or(config.answer_tokens, |m| {
             (m as usize).min(config.answer_tokens)
         });
-    let prompt = body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("content").and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let question = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let words = answer_words(&config.name, question, max_tokens.max(1));
+    let words = answer_words(&config.name, &question, max_tokens.max(1));
     let prompt_tokens = prompt.split_whitespace().count().max(1) as u64;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": words.len(),
         "total_tokens": prompt_tokens + words.len() as u64,
     });
-    let id = format!("chatcmpl-sim-{n}");
+    let id = format!("{}-sim-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" });
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        return stream_chat(config.clone(), id, words, include_usage.then_some(usage));
+        return stream(
+            state.clone(),
+            config.clone(),
+            api,
+            id,
+            words,
+            include_usage.then_some(usage),
+        );
     }
     let gap = config.token_gap();
     if let Some(raw) = &config.raw_answer {
@@ -410,65 +462,84 @@ async fn chat(state: &SimState, config: &SimConfig, req: &RecordedRequest) -> Re
         return full(StatusCode::OK, "application/json", raw.clone());
     }
     tokio::time::sleep(config.ttft + gap * words.len().saturating_sub(1) as u32).await;
+    let text = words.join(" ");
+    let (object, choice) = match api {
+        Api::Chat => (
+            "chat.completion",
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length", "logprobs": null}),
+        ),
+        Api::Text => (
+            "text_completion",
+            json!({"index": 0, "text": text, "finish_reason": "length", "logprobs": null}),
+        ),
+    };
     json_response(
         StatusCode::OK,
         &json!({
-            "id": id, "object": "chat.completion", "created": unix_time(), "model": config.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")}, "finish_reason": "length", "logprobs": null}],
+            "id": id, "object": object, "created": unix_time(), "model": config.model,
+            "choices": [choice],
             "usage": usage,
         }),
     )
 }
 
-fn stream_chat(
+fn stream(
+    state: Arc<SimState>,
     config: SimConfig,
+    api: Api,
     id: String,
     words: Vec<String>,
     usage: Option<Value>,
 ) -> Response<SimBody> {
     let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(4);
     tokio::spawn(async move {
-        let chunk = |delta: Value, finish: Value| {
-            json!({"id": id, "object": "chat.completion.chunk", "created": unix_time(), "model": config.model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]})
+        let object = match api {
+            Api::Chat => "chat.completion.chunk",
+            Api::Text => "text_completion",
+        };
+        let chunk = |text: &str, role: bool, finish: Value| {
+            let choice = match api {
+                Api::Chat if role => json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null}),
+                Api::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": finish, "logprobs": null}),
+                Api::Text => json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null}),
+            };
+            json!({"id": id, "object": object, "created": unix_time(), "model": config.model, "choices": [choice]})
         };
         let event = |v: Value| Bytes::from(format!("data: {v}\n\n"));
+        let cancelled = || {
+            state.cancelled_streams.fetch_add(1, Ordering::Relaxed);
+        };
         tokio::time::sleep(config.ttft).await;
-        if tx
-            .send(Frame::data(event(chunk(
-                json!({"role": "assistant", "content": ""}),
-                Value::Null,
-            ))))
-            .await
-            .is_err()
+        if api == Api::Chat
+            && tx
+                .send(Frame::data(event(chunk("", true, Value::Null))))
+                .await
+                .is_err()
         {
-            return;
+            return cancelled();
         }
         let last = words.len().saturating_sub(1);
         for (i, word) in words.iter().enumerate() {
             if i > 0 {
                 tokio::time::sleep(config.token_gap()).await;
             }
-            let text = if i == 0 {
-                word.clone()
-            } else {
-                format!(" {word}")
-            };
-            let finish = if i == last {
-                json!("length")
-            } else {
-                Value::Null
-            };
+            if config.cut_stream_after == Some(i) {
+                // The worker dies: the connection breaks mid-stream.
+                tx.abort(std::io::Error::other("simulated crash"));
+                return;
+            }
+            let text = if i == 0 { word.clone() } else { format!(" {word}") };
+            let finish = if i == last { json!("length") } else { Value::Null };
             if tx
-                .send(Frame::data(event(chunk(json!({"content": text}), finish))))
+                .send(Frame::data(event(chunk(&text, false, finish))))
                 .await
                 .is_err()
             {
-                return;
+                return cancelled();
             }
         }
         if let Some(usage) = usage {
-            let v = json!({"id": id, "object": "chat.completion.chunk", "created": unix_time(), "model": config.model, "choices": [], "usage": usage});
+            let v = json!({"id": id, "object": object, "created": unix_time(), "model": config.model, "choices": [], "usage": usage});
             let _ = tx.send(Frame::data(event(v))).await;
         }
         let _ = tx

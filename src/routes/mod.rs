@@ -1,6 +1,7 @@
 //! The routes the gateway answers itself, and the small answer type they share.
 
 pub mod local;
+pub mod openai;
 pub mod mcp;
 pub mod research;
 
@@ -18,6 +19,9 @@ pub enum Route {
     Research,
     /// `/mcp`, every method: the MCP transport answers 405 itself.
     Mcp,
+    ChatCompletions,
+    Completions,
+    Models,
     /// A known path with a method it does not take.
     MethodNotAllowed,
     NotFound,
@@ -34,6 +38,9 @@ impl Route {
             Route::Status => "/status",
             Route::Research => "/v1/research",
             Route::Mcp => "/mcp",
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
+            Route::Models => "/v1/models",
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
         }
@@ -49,6 +56,9 @@ impl Route {
             "/status" => (Route::Status, &["GET", "HEAD"]),
             "/v1/research" => (Route::Research, &["POST"]),
             "/mcp" => return Route::Mcp,
+            "/v1/chat/completions" => (Route::ChatCompletions, &["POST"]),
+            "/v1/completions" => (Route::Completions, &["POST"]),
+            "/v1/models" => (Route::Models, &["GET", "HEAD"]),
             _ => return Route::NotFound,
         };
         if allowed.contains(&method) {

@@ -541,7 +541,7 @@ impl ResearchService {
         ] {
             self.metrics
                 .upstream_tokens
-                .with_label_values(&[&upstream.name, kind])
+                .with_label_values(&[&upstream.name, &upstream.model, kind])
                 .inc_by(n);
         }
         AttemptEnd::Answer(ResearchAnswer {
