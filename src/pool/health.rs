@@ -95,7 +95,7 @@ impl HealthChecker {
             .upstream_healthy
             .with_label_values(&[&up.name])
             .set(i64::from(up.is_healthy()));
-        let due = changed == Some(Health::Healthy) || round % DISCOVERY_EVERY == 0;
+        let due = changed == Some(Health::Healthy) || round.is_multiple_of(DISCOVERY_EVERY);
         if self.config.discover_models && up.can_discover_models() && up.is_healthy() && due {
             match tokio::time::timeout(self.config.timeout, self.discover_models(up)).await {
                 Ok(Ok(models)) => up.set_discovered_models(models),
