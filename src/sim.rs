@@ -382,7 +382,12 @@ async fn complete(
             let Some(messages) = body.get("messages").and_then(Value::as_array) else {
                 return openai_error(StatusCode::BAD_REQUEST, "messages: field required");
             };
-            let text = |m: &Value| m.get("content").and_then(Value::as_str).unwrap_or("").to_string();
+            let text = |m: &Value| {
+                m.get("content")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             (
                 messages.iter().map(text).collect::<Vec<_>>().join(" "),
                 messages.last().map(text).unwrap_or_default(),
@@ -441,7 +446,10 @@ async fn complete(
         "completion_tokens": words.len(),
         "total_tokens": prompt_tokens + words.len() as u64,
     });
-    let id = format!("{}-sim-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" });
+    let id = format!(
+        "{}-sim-{n}",
+        if api == Api::Chat { "chatcmpl" } else { "cmpl" }
+    );
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = body
             .pointer("/stream_options/include_usage")
@@ -499,9 +507,15 @@ fn stream(
         };
         let chunk = |text: &str, role: bool, finish: Value| {
             let choice = match api {
-                Api::Chat if role => json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null}),
-                Api::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": finish, "logprobs": null}),
-                Api::Text => json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null}),
+                Api::Chat if role => {
+                    json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": null})
+                }
+                Api::Chat => {
+                    json!({"index": 0, "delta": {"content": text}, "finish_reason": finish, "logprobs": null})
+                }
+                Api::Text => {
+                    json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": null})
+                }
             };
             json!({"id": id, "object": object, "created": unix_time(), "model": config.model, "choices": [choice]})
         };
@@ -528,8 +542,16 @@ fn stream(
                 tx.abort(std::io::Error::other("simulated crash"));
                 return;
             }
-            let text = if i == 0 { word.clone() } else { format!(" {word}") };
-            let finish = if i == last { json!("length") } else { Value::Null };
+            let text = if i == 0 {
+                word.clone()
+            } else {
+                format!(" {word}")
+            };
+            let finish = if i == last {
+                json!("length")
+            } else {
+                Value::Null
+            };
             if tx
                 .send(Frame::data(event(chunk(&text, false, finish))))
                 .await

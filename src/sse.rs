@@ -90,7 +90,8 @@ impl SseWatcher {
         let Ok(value) = serde_json::from_str::<Value>(&data) else {
             return;
         };
-        if value.get("error").is_some() || value.get("object").and_then(Value::as_str) == Some("error")
+        if value.get("error").is_some()
+            || value.get("object").and_then(Value::as_str) == Some("error")
         {
             self.errors += 1;
         }
@@ -145,10 +146,11 @@ fn find_event_end(pending: &[u8], rest: &[u8]) -> Option<(usize, usize)> {
         if b == b'\n' || b == b'\r' {
             for separator in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
                 let end = i + separator.len();
-                if end <= total && (0..separator.len()).all(|k| joined_at(i + k) == separator[k]) {
-                    if end > tail_len {
-                        return Some((end - tail_len, separator.len()));
-                    }
+                if end <= total
+                    && end > tail_len
+                    && (0..separator.len()).all(|k| joined_at(i + k) == separator[k])
+                {
+                    return Some((end - tail_len, separator.len()));
                 }
             }
         }

@@ -399,7 +399,8 @@ impl Upstream {
             return true;
         }
         self.discovered_models.read().is_ok_and(|found| {
-            found.iter().any(|m| m == model) || (found.is_empty() && self.configured_models.is_empty())
+            found.iter().any(|m| m == model)
+                || (found.is_empty() && self.configured_models.is_empty())
         })
     }
 

@@ -1,8 +1,8 @@
 //! The routes the gateway answers itself, and the small answer type they share.
 
 pub mod local;
-pub mod openai;
 pub mod mcp;
+pub mod openai;
 pub mod research;
 
 use bytes::Bytes;

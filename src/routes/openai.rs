@@ -88,9 +88,7 @@ impl OpenAiError {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         let fields = parsed.as_ref().and_then(|v| match v.get("error") {
             Some(Value::Object(e)) => Some(e.clone()),
-            _ if v.get("object").and_then(Value::as_str) == Some("error") => {
-                v.as_object().cloned()
-            }
+            _ if v.get("object").and_then(Value::as_str) == Some("error") => v.as_object().cloned(),
             _ => None,
         });
         let text = |v: Option<&Value>| match v {
@@ -293,16 +291,17 @@ impl OpenAiService {
     /// the name itself, or the alias target it serves.
     pub fn served_name(&self, upstream: &Upstream, requested: &str) -> Option<String> {
         if let Some(targets) = self.aliases.get(requested) {
-            if let Some(t) = targets.iter().find(|t| upstream.served_models().contains(t)) {
+            if let Some(t) = targets
+                .iter()
+                .find(|t| upstream.served_models().contains(t))
+            {
                 return Some(t.clone());
             }
             if upstream.serves_anything() {
                 return targets.first().cloned();
             }
         }
-        upstream
-            .serves(requested)
-            .then(|| requested.to_string())
+        upstream.serves(requested).then(|| requested.to_string())
     }
 
     /// `GET /v1/models`: every model an upstream is known to serve, and every
@@ -439,7 +438,10 @@ impl OpenAiService {
                 Failed::Retry(failure(
                     504,
                     "timeout",
-                    format!("Upstream {} did not start answering in time.", upstream.name),
+                    format!(
+                        "Upstream {} did not start answering in time.",
+                        upstream.name
+                    ),
                 ))
             } else {
                 Failed::Answer(failure(
@@ -453,9 +455,11 @@ impl OpenAiService {
             }
         };
         let attempt = self.pool.begin(upstream);
-        let opened =
-            tokio::time::timeout_at(first_byte_deadline, self.client.open(upstream, &upstream_request))
-                .await;
+        let opened = tokio::time::timeout_at(
+            first_byte_deadline,
+            self.client.open(upstream, &upstream_request),
+        )
+        .await;
         let exchange = match opened {
             Err(_) => {
                 attempt.finish(Outcome::Failure("no answer in time".into()));
@@ -486,8 +490,7 @@ impl OpenAiService {
                 .and_then(Result::ok)
                 .map(|r| r.body)
                 .unwrap_or_default();
-            let error =
-                OpenAiError::from_upstream(status, &body, upstream, retry_after.as_deref());
+            let error = OpenAiError::from_upstream(status, &body, upstream, retry_after.as_deref());
             attempt.finish(match status {
                 429 => Outcome::RateLimited(
                     retry_after
@@ -508,10 +511,23 @@ impl OpenAiService {
         }
         if request.stream {
             return self
-                .relay_stream(session, exchange, upstream, served, attempt, first_byte_deadline, deadline)
+                .relay_stream(
+                    session,
+                    exchange,
+                    upstream,
+                    served,
+                    attempt,
+                    first_byte_deadline,
+                    deadline,
+                )
                 .await;
         }
-        let reply = match tokio::time::timeout_at(deadline, exchange.read_all(self.max_upstream_body)).await {
+        let reply = match tokio::time::timeout_at(
+            deadline,
+            exchange.read_all(self.max_upstream_body),
+        )
+        .await
+        {
             Err(_) => {
                 attempt.finish(Outcome::Failure("no answer in time".into()));
                 return Err(timed_out(deadline));
@@ -545,7 +561,11 @@ impl OpenAiService {
             .insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())
             .map_err(|e| Failed::Answer(internal(e)))?;
         // The client may have gone; nothing more to do for it then.
-        if session.write_response_header(Box::new(header), false).await.is_ok() {
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_ok()
+        {
             let _ = session.write_response_body(Some(reply.body), true).await;
         }
         Ok(Served {
@@ -574,10 +594,14 @@ impl OpenAiService {
             e.upstream = Some(upstream.name.clone());
             e
         };
-        let first = match tokio::time::timeout_at(first_byte_deadline, exchange.next_chunk()).await {
+        let first = match tokio::time::timeout_at(first_byte_deadline, exchange.next_chunk()).await
+        {
             Err(_) => {
                 attempt.finish(Outcome::Failure("no first token in time".into()));
-                let error = failure(504, format!("Upstream {} sent no token in time.", upstream.name));
+                let error = failure(
+                    504,
+                    format!("Upstream {} sent no token in time.", upstream.name),
+                );
                 return Err(if first_byte_deadline < deadline {
                     Failed::Retry(error)
                 } else {
@@ -588,14 +612,20 @@ impl OpenAiService {
                 attempt.finish(Outcome::Failure(e.to_string()));
                 return Err(Failed::Retry(failure(
                     502,
-                    format!("Upstream {} failed before its first token: {e}", upstream.name),
+                    format!(
+                        "Upstream {} failed before its first token: {e}",
+                        upstream.name
+                    ),
                 )));
             }
             Ok(Ok(None)) => {
                 attempt.finish(Outcome::Failure("empty stream".into()));
                 return Err(Failed::Retry(failure(
                     502,
-                    format!("Upstream {} ended its stream before any token.", upstream.name),
+                    format!(
+                        "Upstream {} ended its stream before any token.",
+                        upstream.name
+                    ),
                 )));
             }
             Ok(Ok(Some(chunk))) => chunk,
@@ -612,8 +642,12 @@ impl OpenAiService {
         let written = async {
             let mut header = response_header(200, &content_type, &upstream.name)?;
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            session.write_response_header(Box::new(header), false).await?;
-            session.write_response_body(Some(first.clone()), false).await
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            session
+                .write_response_body(Some(first.clone()), false)
+                .await
         }
         .await;
         let mut watcher = SseWatcher::new();
@@ -643,7 +677,12 @@ impl OpenAiService {
             }
         };
         if let Some(usage) = watcher.usage() {
-            self.count_tokens(upstream, served, usage.prompt_tokens, usage.completion_tokens);
+            self.count_tokens(
+                upstream,
+                served,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
         }
         match ending {
             StreamEnd::Complete => {
@@ -720,5 +759,9 @@ fn response_header(
 }
 
 fn internal(e: Box<pingora::Error>) -> OpenAiError {
-    OpenAiError::new(500, "internal_error", format!("could not build the answer: {e}"))
+    OpenAiError::new(
+        500,
+        "internal_error",
+        format!("could not build the answer: {e}"),
+    )
 }
