@@ -304,6 +304,17 @@ impl OpenAiService {
         upstream.serves(requested).then(|| requested.to_string())
     }
 
+    /// Whether `upstream` is known (configured or discovered) to serve the
+    /// requested model or one of its alias targets.
+    fn known_to_serve(&self, upstream: &Upstream, requested: &str) -> bool {
+        let served = upstream.served_models();
+        served.iter().any(|m| m == requested)
+            || self
+                .aliases
+                .get(requested)
+                .is_some_and(|targets| targets.iter().any(|t| served.contains(t)))
+    }
+
     /// `GET /v1/models`: every model an upstream is known to serve, and every
     /// alias, in OpenAI's list format.
     pub fn models(&self) -> Reply {
@@ -359,12 +370,25 @@ impl OpenAiService {
             .param("model")
             .code("model_not_found"));
         }
+        // Upstreams known to serve the model come first; those whose models
+        // are unknown take it only when none is known to.
+        let known_somewhere = self
+            .pool
+            .upstreams()
+            .iter()
+            .any(|u| self.known_to_serve(u, &request.model));
+        let eligible = |u: &Upstream| {
+            if known_somewhere {
+                self.known_to_serve(u, &request.model)
+            } else {
+                self.served_name(u, &request.model).is_some()
+            }
+        };
         let started = Instant::now();
         let deadline = started + self.total_timeout;
         let mut tried = Vec::new();
         let mut last: Option<OpenAiError> = None;
         loop {
-            let eligible = |u: &Upstream| self.served_name(u, &request.model).is_some();
             let upstream = match self.pool.next_attempt(&mut tried, &eligible) {
                 Ok(u) => u,
                 Err(stop) => {
