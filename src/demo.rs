@@ -107,6 +107,10 @@ pub fn banner(base: &str, config: &Config) -> String {
          \x20      -d '{{\"query\": \"Explain the benefits of vLLM\", \"max_tokens\": 200}}'\n\
          \x20 curl -s -X POST {base}/v1/research -H 'Content-Type: application/json' -d '{{}}'   # 422\n\
          \x20 curl -s {base}/metrics | grep context7_\n\n\
+         As an OpenAI base URL (any key; the gateway sends its own upstream):\n\
+         \x20 curl -sN {base}/v1/chat/completions -H 'Content-Type: application/json' \\\n\
+         \x20      -d '{{\"model\": \"meta-llama/Llama-3.1-8B-Instruct\", \"stream\": true, \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'\n\
+         \x20 OpenAI(base_url=\"{base}/v1\", api_key=\"unused\")   # Python SDK\n\n\
          As an MCP server (tools research, list_models, upstream_status):\n\
          \x20 claude mcp add --transport http context7-demo {base}/mcp\n\n\
          Ctrl-C stops it.\n"

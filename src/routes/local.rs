@@ -105,6 +105,7 @@ pub fn root() -> Reply {
                 "metrics": "/metrics",
                 "status": "/status",
                 "mcp": "/mcp",
+                "openai": "/v1",
             },
         }),
     )
