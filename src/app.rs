@@ -1,42 +1,82 @@
-//! The one place that wires the gateway together: pool, health checker,
-//! research service, proxy service and metrics, inside a Pingora server.
+//! The one place that wires the gateway together: the state built from a
+//! configuration (pool, services, limits), the Pingora server with its
+//! listeners and background services, reloads on SIGHUP, and shutdown.
 
-use crate::config::Config;
+use crate::auth::{ClientKeys, RateLimit};
+use crate::cache::ResearchCache;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
-use crate::proxy::{AppState, Gateway};
+use crate::proxy::{AppState, Gateway, InFlight, SharedState};
 use crate::routes::mcp::McpServer;
 use crate::routes::openai::OpenAiService;
 use crate::routes::research::ResearchService;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Builds the state for `config`. With `previous` (a reload), upstreams that
+/// stay the same endpoint keep their live state, and the MCP sessions, the
+/// cache and the rate-limit buckets carry on when their settings did not change.
+pub fn build_state(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    previous: Option<&AppState>,
+) -> Result<Arc<AppState>, String> {
+    let pool = Arc::new(Pool::from_config_after(
+        config,
+        metrics.clone(),
+        previous.map(|p| &*p.pool),
+    )?);
+    let unchanged = |f: fn(&Config) -> String| previous.is_some_and(|p| f(&p.config) == f(config));
+    let mcp = match previous {
+        Some(p) if unchanged(|c| format!("{:?}", c.mcp)) => p.mcp.clone(),
+        _ => Arc::new(McpServer::new(&config.mcp)),
+    };
+    let cache = match previous {
+        Some(p) if unchanged(|c| format!("{:?}", c.cache)) => p.cache.clone(),
+        _ => config
+            .cache
+            .enabled
+            .then(|| Arc::new(ResearchCache::new(&config.cache))),
+    };
+    let rate_limit = match previous {
+        Some(p) if unchanged(|c| format!("{:?}", c.rate_limit)) => p.rate_limit.clone(),
+        _ => Arc::new(RateLimit::from_config(&config.rate_limit)),
+    };
+    Ok(Arc::new(AppState {
+        research: ResearchService::new(config, pool.clone(), metrics.clone()),
+        openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
+        keys: ClientKeys::from_config(&config.auth)?,
+        rate_limit,
+        cache,
+        mcp,
+        pool,
+        metrics,
+        config: Arc::new(config.clone()),
+    }))
+}
 
 /// Everything built from one configuration, before it runs.
 pub struct Built {
     pub server: Server,
-    pub state: Arc<AppState>,
+    pub state: SharedState,
+    pub in_flight: InFlight,
     pub listen: SocketAddr,
 }
 
 /// Builds the Pingora server for `config` (already validated).
 pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     let metrics = Arc::new(Metrics::new());
-    let pool = Arc::new(Pool::from_config(config, metrics.clone())?);
-    let state = Arc::new(AppState {
-        pool: pool.clone(),
-        metrics: metrics.clone(),
-        research: ResearchService::new(config, pool.clone(), metrics.clone()),
-        openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
-        max_body_bytes: config.limits.max_body_bytes,
-        ping_always_200: config.ping_always_200,
-        mcp: McpServer::new(&config.mcp),
-    });
+    let state: SharedState = Arc::new(ArcSwap::new(build_state(config, metrics.clone(), None)?));
+    let in_flight = InFlight::default();
 
     let threads = if config.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -45,9 +85,11 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     };
     let conf = ServerConf {
         threads,
-        // Stop accepting, give in-flight requests this long, then stop.
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // After SIGTERM (or a socket handover) in-flight requests get the grace
+        // period; `run` ends the process as soon as none is left.
+        grace_period_seconds: Some(config.shutdown.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.shutdown.upgrade_sock.clone(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -56,39 +98,203 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     let listen = config.listen_addr();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(state.clone()),
+        Gateway::new(state.clone(), in_flight.clone()),
         "context7-lb",
     );
     proxy.add_tcp(&listen.to_string());
+    for extra in [&config.metrics_listen, &config.health_listen]
+        .into_iter()
+        .flatten()
+    {
+        proxy.add_tcp(extra);
+    }
     server.add_service(proxy);
 
-    if !pool.is_empty() {
-        let checker = HealthChecker::new(
-            pool,
-            config.health_check.clone(),
-            config.timeouts.connect,
-            metrics,
-        );
-        server.add_service(background_service("health checks", checker));
-    }
+    let current = state.clone();
+    let checker = HealthChecker::new(
+        Arc::new(move || current.load().pool.clone()),
+        config.timeouts.connect.min(config.health_check.timeout),
+        metrics,
+    );
+    server.add_service(background_service("health checks", checker));
+    let janitor = Janitor {
+        state: state.clone(),
+    };
+    server.add_service(background_service("janitor", janitor));
     Ok(Built {
         server,
         state,
+        in_flight,
         listen,
     })
 }
 
-/// Runs the gateway until a signal stops it: SIGTERM graceful, SIGINT fast,
-/// SIGQUIT hands the listening socket to a new process started with `-u`.
-pub fn run(config: &Config) -> Result<(), String> {
-    let built = build(config, None)?;
+/// Re-reads the configuration file and swaps the new state in.
+pub struct Reloader {
+    path: PathBuf,
+    state: SharedState,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, state: SharedState) -> Reloader {
+        Reloader { path, state }
+    }
+
+    /// Loads and validates the file; on any problem the running configuration
+    /// stays and the problems are returned. Requests already in flight finish
+    /// with the state they started with.
+    pub fn reload(&self) -> Result<Arc<AppState>, ConfigError> {
+        let config = Config::load_file(&self.path)?;
+        let current = self.state.load_full();
+        for (what, old, new) in [
+            ("listen", &current.config.listen, &config.listen),
+            (
+                "metrics_listen",
+                &format!("{:?}", current.config.metrics_listen),
+                &format!("{:?}", config.metrics_listen),
+            ),
+            (
+                "health_listen",
+                &format!("{:?}", current.config.health_listen),
+                &format!("{:?}", config.health_listen),
+            ),
+            (
+                "threads",
+                &current.config.threads.to_string(),
+                &config.threads.to_string(),
+            ),
+        ] {
+            if old != new {
+                log::warn!("reload: {what} changed from {old} to {new}; that takes a restart");
+            }
+        }
+        let state =
+            build_state(&config, current.metrics.clone(), Some(&current)).map_err(|why| {
+                ConfigError {
+                    source: self.path.display().to_string(),
+                    problems: vec![crate::config::Problem {
+                        at: "upstreams".into(),
+                        why,
+                    }],
+                }
+            })?;
+        self.state.store(state.clone());
+        Ok(state)
+    }
+}
+
+/// Reloads on SIGHUP.
+struct ReloadOnHangup(Reloader);
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("cannot listen for SIGHUP, reloads are off: {e}");
+                    return;
+                }
+            };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match self.0.reload() {
+                    Ok(state) => log::info!(
+                        "reloaded {}: {} upstream(s)",
+                        self.0.path.display(),
+                        state.pool.upstreams().len()
+                    ),
+                    Err(e) => log::error!("reload refused, the running configuration stays:\n{e}"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Periodic housekeeping: idle rate-limit buckets are forgotten.
+struct Janitor {
+    state: SharedState,
+}
+
+#[async_trait]
+impl BackgroundService for Janitor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    self.state.load().rate_limit.forget_idle();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Unix signals as Pingora reads them, plus an early end to the grace period:
+/// once a graceful stop began and no request is in flight, the process exits
+/// instead of sleeping out the rest of the period.
+struct Signals {
+    in_flight: InFlight,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = pingora::server::UnixShutdownSignalWatch.recv().await;
+        if matches!(
+            signal,
+            ShutdownSignal::GracefulTerminate | ShutdownSignal::GracefulUpgrade
+        ) {
+            let in_flight = self.in_flight.clone();
+            let upgrade = matches!(signal, ShutdownSignal::GracefulUpgrade);
+            std::thread::spawn(move || {
+                // A handover first waits for the new process to take the
+                // sockets (Pingora's close timeout); then the same rule applies.
+                std::thread::sleep(Duration::from_secs(if upgrade { 6 } else { 1 }));
+                while in_flight.count() > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                log::info!("no request in flight: exiting before the grace period ends");
+                log::logger().flush();
+                std::process::exit(0);
+            });
+        }
+        signal
+    }
+}
+
+/// Runs the gateway until a signal stops it: SIGTERM graceful (in-flight
+/// requests finish within `shutdown.grace_period`), SIGINT fast, SIGQUIT hands
+/// the listening sockets to a new process started with `--upgrade`, SIGHUP
+/// reloads `config_path`.
+pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Result<(), String> {
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut built = build(config, Some(opt))?;
+    match config_path {
+        Some(path) => {
+            let reloader = Reloader::new(path, built.state.clone());
+            built
+                .server
+                .add_service(background_service("reload", ReloadOnHangup(reloader)));
+        }
+        None => log::info!("no --config file: SIGHUP has nothing to reload"),
+    }
     log::info!(
         "context7-lb {} listening on {} with {} upstream(s)",
         env!("CARGO_PKG_VERSION"),
         built.listen,
-        built.state.pool.upstreams().len()
+        built.state.load().pool.upstreams().len()
     );
-    built.server.run(RunArgs::default());
+    built.server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            in_flight: built.in_flight,
+        }),
+    });
     Ok(())
 }
 
@@ -96,7 +302,9 @@ pub fn run(config: &Config) -> Result<(), String> {
 /// the demo. Dropping it shuts it down.
 pub struct RunningGateway {
     pub address: SocketAddr,
+    /// The state it started with; [`RunningGateway::current`] after a reload.
     pub state: Arc<AppState>,
+    shared: SharedState,
     stop: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -122,7 +330,7 @@ impl RunningGateway {
         }
         let built = build(&config, None)?;
         let address = built.listen;
-        let state = built.state.clone();
+        let shared = built.state.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let shutdown = NotifiedShutdown(stop.clone());
         let server = built.server;
@@ -136,7 +344,8 @@ impl RunningGateway {
             .map_err(|e| e.to_string())?;
         let gateway = RunningGateway {
             address,
-            state,
+            state: shared.load_full(),
+            shared,
             stop,
             thread: Some(thread),
         };
@@ -154,6 +363,16 @@ impl RunningGateway {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", connectable(self.address))
+    }
+
+    /// The state serving requests now.
+    pub fn current(&self) -> Arc<AppState> {
+        self.shared.load_full()
+    }
+
+    /// A reloader of `path` for this gateway, as SIGHUP would use it.
+    pub fn reloader(&self, path: PathBuf) -> Reloader {
+        Reloader::new(path, self.shared.clone())
     }
 }
 

@@ -279,6 +279,11 @@ async fn send_request(
     if let Some(auth) = req.authorization {
         header.insert_header("Authorization", auth).map_err(io)?;
     }
+    // The request id of the client request being served, if any, so that the
+    // upstream's logs can be joined with ours.
+    if let Ok(id) = crate::proxy::REQUEST_ID.try_with(|id| id.clone()) {
+        header.insert_header("X-Request-Id", &*id).map_err(io)?;
+    }
     session
         .write_request_header(Box::new(header))
         .await

@@ -40,6 +40,121 @@ pub struct Config {
     /// the public name goes to any upstream serving one of them, with the
     /// model rewritten to the name that upstream serves.
     pub model_aliases: std::collections::BTreeMap<String, OneOrMany>,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub cache: CacheConfig,
+    pub access_log: AccessLogConfig,
+    pub shutdown: ShutdownConfig,
+    /// A second address serving only `/metrics` and `/status`, without client
+    /// keys; they are then not served on `listen`. Unset: served on `listen`.
+    pub metrics_listen: Option<String>,
+    /// A second address serving only `GET /ping` (RunPod's `PORT_HEALTH`).
+    pub health_listen: Option<String>,
+}
+
+/// Client keys: when any is set, `/v1/*`, `/mcp`, `/status` and `/metrics`
+/// need `Authorization: Bearer <key>`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Keys written here (use `${VAR}` to take them from the environment).
+    pub keys: Vec<String>,
+    /// A file with one key per line (`#` starts a comment), read at start and reload.
+    pub keys_file: Option<String>,
+}
+
+/// Requests per second and burst per client key (per client IP without keys).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained rate; 0 turns rate limiting off.
+    pub requests_per_second: f64,
+    /// Requests allowed at once above the rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_second: 0.0,
+            burst: 20,
+        }
+    }
+}
+
+/// Cache of research answers (opt-in).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Only requests at or below this temperature are cached (deterministic answers).
+    pub max_temperature: f64,
+    #[serde(with = "duration_text")]
+    pub ttl: Duration,
+    pub max_entries: u64,
+    /// Bound on the cached answers' text, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            max_temperature: 0.0,
+            ttl: Duration::from_secs(600),
+            max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One line per request.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Put the research query's text in the line (off: queries can be private).
+    pub include_query: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            format: LogFormat::Text,
+            include_query: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Stopping and upgrading.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// On SIGTERM (or after handing sockets over on SIGQUIT), in-flight
+    /// requests, streams included, get this long to finish.
+    #[serde(with = "duration_text")]
+    pub grace_period: Duration,
+    /// Socket the old process hands its listeners over on for `--upgrade`.
+    pub upgrade_sock: String,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: Duration::from_secs(30),
+            upgrade_sock: "/tmp/context7-lb-upgrade.sock".into(),
+        }
+    }
 }
 
 /// A single string or a list of strings.
@@ -76,6 +191,13 @@ impl Default for Config {
             ping_always_200: false,
             mcp: McpConfig::default(),
             model_aliases: Default::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            cache: CacheConfig::default(),
+            access_log: AccessLogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            metrics_listen: None,
+            health_listen: None,
         }
     }
 }
@@ -127,6 +249,10 @@ pub struct UpstreamConfig {
     /// Share of traffic relative to the others (cost is divided by it).
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// Requests allowed in flight at once; past it the pool picks another
+    /// upstream, or answers 503 when all are full. 0: no limit.
+    #[serde(default)]
+    pub max_concurrent: u64,
     /// Full URL probed instead of the kind's usual health check (200 up, 204 initializing).
     #[serde(default)]
     pub health_url: Option<String>,
@@ -147,6 +273,7 @@ impl Default for UpstreamConfig {
             model: None,
             models: Vec::new(),
             weight: default_weight(),
+            max_concurrent: 0,
             health_url: None,
         }
     }
@@ -691,6 +818,52 @@ impl Config {
                 problem(
                     &format!("model_aliases.{alias}"),
                     "needs a name and at least one served model".into(),
+                );
+            }
+        }
+        for (at, address) in [
+            ("metrics_listen", &self.metrics_listen),
+            ("health_listen", &self.health_listen),
+        ] {
+            if let Some(address) = address {
+                if let Err(e) = address.parse::<SocketAddr>() {
+                    problem(at, format!("{address:?} is not an address and port ({e})"));
+                } else if address == &self.listen {
+                    problem(at, "must differ from listen".into());
+                }
+            }
+        }
+        if self.auth.keys.iter().any(|k| k.trim().len() < 8) {
+            problem(
+                "auth.keys",
+                "every key needs at least 8 characters (an unset variable gives an empty one)"
+                    .into(),
+            );
+        }
+        if let Some(file) = &self.auth.keys_file
+            && let Err(why) = crate::auth::read_keys_file(Path::new(file))
+        {
+            problem("auth.keys_file", why);
+        }
+        if !(self.rate_limit.requests_per_second.is_finite()
+            && self.rate_limit.requests_per_second >= 0.0)
+        {
+            problem(
+                "rate_limit.requests_per_second",
+                "must be a number of 0 or more".into(),
+            );
+        }
+        if self.rate_limit.requests_per_second > 0.0 && self.rate_limit.burst == 0 {
+            problem("rate_limit.burst", "must be at least 1".into());
+        }
+        if self.cache.enabled {
+            if self.cache.ttl.is_zero() {
+                problem("cache.ttl", "must be longer than zero".into());
+            }
+            if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
+                problem(
+                    "cache",
+                    "max_entries and max_bytes must be at least 1".into(),
                 );
             }
         }

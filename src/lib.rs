@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,6 @@
-//! Process logging: `RUST_LOG` as usual (default `info`), except that Pingora's
-//! trace output is never written, because it dumps raw request headers, the
-//! upstreams' `Authorization` among them.
+//! Process logging: `RUST_LOG` as usual (default `info`) on stderr, access
+//! lines on stdout, and Pingora's trace output never written, because it dumps
+//! raw request headers, the upstreams' `Authorization` among them.
 
 use log::{Level, Log, Metadata, Record};
 
@@ -17,9 +17,18 @@ impl Log for KeySafeLogger {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
-            self.0.log(record);
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        if record.target() == "access" {
+            // Access lines are complete records of their own (text or JSON),
+            // one per line on stdout, apart from the diagnostics on stderr.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", record.args());
+            return;
+        }
+        self.0.log(record);
     }
 
     fn flush(&self) {

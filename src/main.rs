@@ -27,6 +27,9 @@ struct Args {
     /// Listen address, overriding the configuration (demo default 127.0.0.1:8002).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Take over the listening sockets of a running gateway (then send it SIGQUIT).
+    #[arg(long, short = 'u')]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
         config
     };
 
-    match app::run(&config) {
+    match app::run(&config, args.config.clone(), args.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("context7-lb: {e}");

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub time_to_first_token: HistogramVec,
     pub streams_cancelled: IntCounter,
     pub streams_broken: IntCounter,
+    pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -181,6 +184,21 @@ impl Metrics {
             "Streams the upstream broke off; the client got an error event and [DONE].",
         )
         .expect("valid metric");
+        let auth_failures = counter(
+            "context7_auth_failures_total",
+            "Requests refused with 401 (missing or wrong client key), by route.",
+            &["route"],
+        );
+        let rate_limited = counter(
+            "context7_rate_limited_total",
+            "Requests refused with 429 by the client rate limit, by route.",
+            &["route"],
+        );
+        let cache_lookups = counter(
+            "context7_cache_lookups_total",
+            "Research cache lookups, by result (HIT, MISS, BYPASS).",
+            &["result"],
+        );
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -202,6 +220,9 @@ impl Metrics {
             Box::new(time_to_first_token.clone()),
             Box::new(streams_cancelled.clone()),
             Box::new(streams_broken.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(cache_lookups.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -227,6 +248,9 @@ impl Metrics {
             time_to_first_token,
             streams_cancelled,
             streams_broken,
+            auth_failures,
+            rate_limited,
+            cache_lookups,
         }
     }
 

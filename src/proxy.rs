@@ -1,12 +1,16 @@
-//! The Pingora `ProxyHttp` phases: route each request, answer local and
-//! research routes, record metrics and one access-log line per request.
+//! The Pingora `ProxyHttp` phases: route each request, check its key and
+//! rate, answer it, record metrics and one access-log line per request.
 
+use crate::auth::{ClientId, ClientKeys, RateLimit, Refusal};
+use crate::cache::{CacheKey, CacheOutcome, ResearchCache};
+use crate::config::{Config, LogFormat};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes::mcp::{self, McpServer};
 use crate::routes::openai::{Endpoint, OpenAiError, OpenAiService};
 use crate::routes::research::{ResearchRequest, ResearchService};
 use crate::routes::{Reply, Route, local};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
@@ -15,28 +19,63 @@ use pingora::proxy::{ProxyHttp, Session};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// What the proxy phases share: built once in `app`, read by every request.
+/// What the proxy phases share: built from one configuration in `app`,
+/// swapped whole on reload, read by every request.
 pub struct AppState {
+    pub config: Arc<Config>,
     pub pool: Arc<Pool>,
     pub metrics: Arc<Metrics>,
     pub research: ResearchService,
     pub openai: OpenAiService,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
-    /// `/ping` answers 200 whatever the upstreams' state.
-    pub ping_always_200: bool,
-    /// The MCP transport's origin policy and sessions.
-    pub mcp: McpServer,
+    pub keys: ClientKeys,
+    pub rate_limit: Arc<RateLimit>,
+    pub cache: Option<Arc<ResearchCache>>,
+    /// The MCP transport's origin policy and sessions (kept across reloads).
+    pub mcp: Arc<McpServer>,
 }
+
+/// Requests being served now, across reloads: a graceful stop waits for zero.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+tokio::task_local! {
+    /// The request id of the request this task is serving, sent upstream as
+    /// `X-Request-Id` by the upstream client.
+    pub static REQUEST_ID: Arc<str>;
+}
+
+/// The current [`AppState`]; a reload swaps in a new one while requests that
+/// began under the old one finish with it.
+pub type SharedState = Arc<ArcSwap<AppState>>;
 
 /// The gateway's `ProxyHttp` implementation.
 pub struct Gateway {
-    state: Arc<AppState>,
+    state: SharedState,
+    in_flight: InFlight,
 }
 
 impl Gateway {
-    pub fn new(state: Arc<AppState>) -> Gateway {
-        Gateway { state }
+    pub fn new(state: SharedState, in_flight: InFlight) -> Gateway {
+        Gateway { state, in_flight }
     }
 }
 
@@ -46,6 +85,12 @@ pub struct RequestCtx {
     started: Instant,
     status: u16,
     upstream: Option<String>,
+    request_id: Option<Arc<str>>,
+    client: Option<ClientId>,
+    cache: Option<CacheOutcome>,
+    tokens: Option<u64>,
+    query: Option<String>,
+    _in_flight: Option<InFlightGuard>,
 }
 
 #[async_trait]
@@ -58,34 +103,23 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             status: 0,
             upstream: None,
+            request_id: None,
+            client: None,
+            cache: None,
+            tokens: None,
+            query: None,
+            _in_flight: Some(self.in_flight.enter()),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let header = session.req_header();
-        ctx.route = Route::of(header.method.as_str(), header.uri.path());
-        let reply = match ctx.route {
-            Route::Ping => local::ping(&self.state.pool, self.state.ping_always_200),
-            Route::Status => local::status(&self.state.pool),
-            Route::Root => local::root(),
-            Route::Docs => local::docs(),
-            Route::Metrics => local::metrics(&self.state.metrics, &self.state.pool),
-            Route::Research => self.research(session, ctx).await?,
-            Route::Mcp => self.mcp(session, ctx).await?,
-            Route::Models => self.state.openai.models(),
-            Route::ChatCompletions => {
-                return self.openai(session, ctx, Endpoint::ChatCompletions).await;
-            }
-            Route::Completions => {
-                return self.openai(session, ctx, Endpoint::Completions).await;
-            }
-            Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
-            Route::NotFound => Reply::detail(404, "Not Found"),
-        };
-        write_reply(session, ctx, reply).await?;
-        Ok(true)
+        let state = self.state.load_full();
+        let id = request_id(session);
+        ctx.request_id = Some(id.clone());
+        REQUEST_ID
+            .scope(id, async { serve(&state, session, ctx).await })
+            .await
     }
-
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -103,7 +137,8 @@ impl ProxyHttp for Gateway {
         };
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.label();
-        let metrics = &self.state.metrics;
+        let state = self.state.load();
+        let metrics = &state.metrics;
         metrics
             .requests
             .with_label_values(&[route, status_label(status)])
@@ -112,127 +147,421 @@ impl ProxyHttp for Gateway {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
-        let header = session.req_header();
-        log::info!(
-            "{} {} {} {} upstream={} {:.1}ms{}",
-            session
-                .client_addr()
-                .map_or_else(|| "-".to_string(), |a| a.to_string()),
-            header.method,
-            header.uri.path(),
-            status,
-            ctx.upstream.as_deref().unwrap_or("-"),
-            elapsed.as_secs_f64() * 1000.0,
-            error.map_or_else(String::new, |e| format!(" error={}", e.etype.as_str())),
-        );
+        if state.config.access_log.enabled {
+            log::info!(
+                target: "access",
+                "{}",
+                access_line(session, ctx, status, elapsed, error, state.config.access_log.format)
+            );
+        }
     }
 }
 
-impl Gateway {
-    /// `POST /v1/research`: checks the envelope, reads the body within the
-    /// limit, validates it and runs it through the research service.
-    async fn research(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
-            Ok(body) => body,
-            Err(BodyRefused::MediaType(content_type)) => {
-                return Ok(Reply::detail(
-                    415,
-                    format!("Unsupported media type {content_type:?}: send application/json"),
-                ));
-            }
-            Err(BodyRefused::TooLarge(limit)) => {
-                return Ok(Reply::detail(
-                    413,
-                    format!("Request body larger than the limit of {limit} bytes"),
-                ));
-            }
-        };
-        let request = match ResearchRequest::parse(&body) {
-            Ok(r) => r,
-            Err(rejection) => return Ok(rejection.reply()),
-        };
-        Ok(match self.state.research.answer(&request).await {
-            Ok(answer) => {
-                ctx.upstream = Some(answer.upstream.clone());
-                Reply::json(200, &answer).with_header("X-Upstream", answer.upstream)
-            }
-            Err(failure) => {
-                ctx.upstream = failure.upstream.clone();
-                failure.reply()
-            }
+/// One access-log line: the request id, client (an address, or `key#n`,
+/// never a key), route, upstream, status, latency, tokens and cache result.
+fn access_line(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    elapsed: std::time::Duration,
+    error: Option<&Error>,
+    format: LogFormat,
+) -> String {
+    let header = session.req_header();
+    let address = session
+        .client_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    let client = ctx.client.as_ref().map(ToString::to_string);
+    let latency_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
+    match format {
+        LogFormat::Json => serde_json::json!({
+            "time": crate::routes::iso_timestamp(),
+            "request_id": ctx.request_id.as_deref(),
+            "remote": address,
+            "client": client,
+            "method": header.method.as_str(),
+            "path": header.uri.path(),
+            "route": ctx.route.label(),
+            "status": status,
+            "upstream": ctx.upstream,
+            "latency_ms": latency_ms,
+            "tokens": ctx.tokens,
+            "cache": ctx.cache.map(CacheOutcome::as_str),
+            "query": ctx.query,
+            "error": error.map(|e| e.etype.as_str()),
         })
+        .to_string(),
+        LogFormat::Text => {
+            let mut line = format!(
+                "{} {address} {} {} {status} upstream={} {latency_ms}ms id={} client={}",
+                crate::routes::iso_timestamp(),
+                header.method,
+                header.uri.path(),
+                ctx.upstream.as_deref().unwrap_or("-"),
+                ctx.request_id.as_deref().unwrap_or("-"),
+                client.as_deref().unwrap_or("-"),
+            );
+            if let Some(tokens) = ctx.tokens {
+                line.push_str(&format!(" tokens={tokens}"));
+            }
+            if let Some(cache) = ctx.cache {
+                line.push_str(&format!(" cache={}", cache.as_str()));
+            }
+            if let Some(query) = &ctx.query {
+                line.push_str(&format!(" query={query:?}"));
+            }
+            if let Some(e) = error {
+                line.push_str(&format!(" error={}", e.etype.as_str()));
+            }
+            line
+        }
     }
 }
 
-impl Gateway {
-    /// `/v1/chat/completions` and `/v1/completions`: errors in OpenAI's format;
-    /// the answer itself is written by the OpenAI service as it streams.
-    async fn openai(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        endpoint: Endpoint,
-    ) -> Result<bool> {
-        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
-            Ok(body) => body,
-            Err(BodyRefused::MediaType(content_type)) => {
-                let error = OpenAiError::new(
-                    415,
-                    "invalid_request_error",
-                    format!("Unsupported media type {content_type:?}: send application/json."),
-                );
-                write_reply(session, ctx, error.reply()).await?;
-                return Ok(true);
-            }
-            Err(BodyRefused::TooLarge(limit)) => {
-                let error = OpenAiError::new(
-                    413,
-                    "invalid_request_error",
-                    format!("The request body is larger than the limit of {limit} bytes."),
-                );
-                write_reply(session, ctx, error.reply()).await?;
-                return Ok(true);
-            }
-        };
-        match self.state.openai.serve(session, endpoint, body).await {
-            Ok(served) => {
-                ctx.status = served.status;
-                ctx.upstream = Some(served.upstream);
-            }
-            Err(error) => {
-                ctx.upstream = error.upstream.clone();
-                write_reply(session, ctx, error.reply()).await?;
-            }
-        }
-        Ok(true)
+/// Routes a request: listener restrictions, client key, rate limit, then the
+/// route's handler. Every answer carries the request id.
+async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    let header = session.req_header();
+    ctx.route = Route::of(header.method.as_str(), header.uri.path());
+    if let Some(reply) = listener_refusal(state, session, ctx.route) {
+        write_reply(session, ctx, reply).await?;
+        return Ok(true);
     }
+    if let Some(reply) = admit(state, session, ctx) {
+        write_reply(session, ctx, reply).await?;
+        return Ok(true);
+    }
+    let reply = match ctx.route {
+        Route::Ping => local::ping(&state.pool, state.config.ping_always_200),
+        Route::Status => local::status(&state.pool),
+        Route::Root => local::root(),
+        Route::Docs => local::docs(),
+        Route::Metrics => local::metrics(&state.metrics, &state.pool),
+        Route::Research => research(state, session, ctx).await?,
+        Route::Mcp => mcp(state, session, ctx).await?,
+        Route::Models => state.openai.models(),
+        Route::ChatCompletions => {
+            return openai(state, session, ctx, Endpoint::ChatCompletions).await;
+        }
+        Route::Completions => {
+            return openai(state, session, ctx, Endpoint::Completions).await;
+        }
+        Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
+        Route::NotFound => Reply::detail(404, "Not Found"),
+    };
+    write_reply(session, ctx, reply).await?;
+    Ok(true)
+}
 
-    /// `/mcp`: the checks that need no body first, then the body within the
-    /// limit, then the MCP server, which answers every outcome itself.
-    async fn mcp(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-        let header = session.req_header();
-        let request = mcp::HttpRequest::from_parts(&header.method, &header.headers);
-        let is_post = header.method == http::Method::POST;
-        if let Some(refusal) = self.state.mcp.refuse_before_body(&request) {
-            if is_post {
-                // The body was not read: close rather than drain it.
-                session.set_keepalive(None);
-            }
-            return Ok(refusal);
-        }
-        let body = if is_post {
-            // The MCP server judges the content type itself.
-            match read_json_body(session, self.state.max_body_bytes, false).await? {
-                Ok(body) => body,
-                Err(_) => return Ok(mcp::body_too_large(self.state.max_body_bytes)),
-            }
-        } else {
-            Bytes::new()
-        };
-        let answer = self.state.mcp.answer(&self.state, &request, &body).await;
-        ctx.upstream = answer.upstream;
-        Ok(answer.reply)
+/// The client's `X-Request-Id` when it is a sane token, else a new one.
+fn request_id(session: &Session) -> Arc<str> {
+    let given = session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(id) => Arc::from(id),
+        None => Arc::from(format!("{:032x}", fastrand::u128(..)).as_str()),
     }
+}
+
+/// The port a request came in on.
+fn local_port(session: &Session) -> Option<u16> {
+    session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+}
+
+fn port_of(address: &Option<String>) -> Option<u16> {
+    address
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+}
+
+/// The extra listeners serve only their routes: `health_listen` `/ping`,
+/// `metrics_listen` `/metrics` and `/status` (and those two then leave the
+/// main listener).
+fn listener_refusal(state: &AppState, session: &Session, route: Route) -> Option<Reply> {
+    let port = local_port(session);
+    let metrics_port = port_of(&state.config.metrics_listen);
+    let health_port = port_of(&state.config.health_listen);
+    let allowed = if port.is_some() && port == health_port {
+        route == Route::Ping
+    } else if port.is_some() && port == metrics_port {
+        matches!(route, Route::Metrics | Route::Status)
+    } else {
+        metrics_port.is_none() || !matches!(route, Route::Metrics | Route::Status)
+    };
+    (!allowed).then(|| Reply::detail(404, "Not Found"))
+}
+
+/// Routes that need a client key when keys are configured. `/ping`, `/`,
+/// `/docs` and errors about unknown paths stay open; `/metrics` and `/status`
+/// are open only on `metrics_listen`.
+fn needs_key(route: Route, on_metrics_listener: bool) -> bool {
+    match route {
+        Route::Research
+        | Route::Mcp
+        | Route::ChatCompletions
+        | Route::Completions
+        | Route::Models => true,
+        Route::Metrics | Route::Status => !on_metrics_listener,
+        Route::Ping | Route::Root | Route::Docs | Route::MethodNotAllowed | Route::NotFound => {
+            false
+        }
+    }
+}
+
+/// Routes that cost upstream capacity, and so are rate limited.
+fn rate_limited(route: Route) -> bool {
+    matches!(
+        route,
+        Route::Research | Route::Mcp | Route::ChatCompletions | Route::Completions | Route::Models
+    )
+}
+
+/// Client key and rate limit: `Some(answer)` when the request is refused.
+fn admit(state: &AppState, session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
+    let on_metrics_listener = local_port(session).is_some()
+        && local_port(session) == port_of(&state.config.metrics_listen);
+    let ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| ClientId::Ip(a.ip()))
+        .unwrap_or(ClientId::Unknown);
+    let client = if state.keys.enabled() && needs_key(ctx.route, on_metrics_listener) {
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match state.keys.check(authorization) {
+            Ok(id) => id,
+            Err(refusal) => {
+                state
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[ctx.route.label()])
+                    .inc();
+                return Some(refused(ctx.route, &refusal));
+            }
+        }
+    } else {
+        ip
+    };
+    ctx.client = Some(client.clone());
+    if rate_limited(ctx.route)
+        && let Err(refusal) = state.rate_limit.check(&client)
+    {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[ctx.route.label()])
+            .inc();
+        return Some(refused(ctx.route, &refusal));
+    }
+    None
+}
+
+/// A 401 or 429 in the route's own error format.
+fn refused(route: Route, refusal: &Refusal) -> Reply {
+    let (status, message, kind, code, header) = match refusal {
+        Refusal::MissingKey => (
+            401,
+            "Missing API key: send Authorization: Bearer <key>".to_string(),
+            "invalid_request_error",
+            "missing_api_key",
+            (
+                "WWW-Authenticate",
+                r#"Bearer realm="context7-lb""#.to_string(),
+            ),
+        ),
+        Refusal::WrongKey => (
+            401,
+            "Invalid API key".to_string(),
+            "invalid_request_error",
+            "invalid_api_key",
+            (
+                "WWW-Authenticate",
+                r#"Bearer realm="context7-lb", error="invalid_token""#.to_string(),
+            ),
+        ),
+        Refusal::RateLimited(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            (
+                429,
+                format!("Rate limit exceeded: retry after {} s", seconds.max(1)),
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                ("Retry-After", seconds.max(1).to_string()),
+            )
+        }
+    };
+    let reply = match route {
+        Route::ChatCompletions | Route::Completions | Route::Models => {
+            let mut error = OpenAiError::new(status, kind, message);
+            error.code = serde_json::json!(code);
+            error.reply()
+        }
+        Route::Mcp => mcp::transport_error(status, -32001, message),
+        _ => Reply::detail(status, message),
+    };
+    reply.with_header(header.0, header.1)
+}
+
+/// `POST /v1/research`: checks the envelope, reads the body within the
+/// limit, validates it and runs it through the research service.
+async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
+    let body = match read_json_body(session, state.config.limits.max_body_bytes, true).await? {
+        Ok(body) => body,
+        Err(BodyRefused::MediaType(content_type)) => {
+            return Ok(Reply::detail(
+                415,
+                format!("Unsupported media type {content_type:?}: send application/json"),
+            ));
+        }
+        Err(BodyRefused::TooLarge(limit)) => {
+            return Ok(Reply::detail(
+                413,
+                format!("Request body larger than the limit of {limit} bytes"),
+            ));
+        }
+    };
+    let request = match ResearchRequest::parse(&body) {
+        Ok(r) => r,
+        Err(rejection) => return Ok(rejection.reply()),
+    };
+    if state.config.access_log.include_query {
+        ctx.query = Some(request.query.clone());
+    }
+    let started = Instant::now();
+    let outcome = match state.cache.as_ref().filter(|c| c.admits(&request)) {
+        Some(cache) => {
+            let bypass = session
+                .req_header()
+                .headers
+                .get_all(http::header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
+            let key = CacheKey::new(&request, &state.config.research.model);
+            let (result, cached) = cache
+                .get_or_compute(key, bypass, state.research.answer(&request))
+                .await;
+            state
+                .metrics
+                .cache_lookups
+                .with_label_values(&[cached.as_str()])
+                .inc();
+            ctx.cache = Some(cached);
+            result.map(|answer| {
+                let mut answer = (*answer).clone();
+                if cached == CacheOutcome::Hit {
+                    // A cached answer is served now: its latency and time are this request's.
+                    answer.latency_ms = started.elapsed().as_millis() as u64;
+                    answer.timestamp = crate::routes::iso_timestamp();
+                }
+                answer
+            })
+        }
+        None => state.research.answer(&request).await,
+    };
+    let reply = match outcome {
+        Ok(answer) => {
+            ctx.upstream = Some(answer.upstream.clone());
+            ctx.tokens = Some(answer.tokens_used);
+            Reply::json(200, &answer).with_header("X-Upstream", answer.upstream)
+        }
+        Err(failure) => {
+            ctx.upstream = failure.upstream.clone();
+            failure.reply()
+        }
+    };
+    Ok(match ctx.cache {
+        Some(cached) => reply.with_header("X-Cache", cached.as_str()),
+        None => reply,
+    })
+}
+
+/// `/v1/chat/completions` and `/v1/completions`: errors in OpenAI's format;
+/// the answer itself is written by the OpenAI service as it streams.
+async fn openai(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    endpoint: Endpoint,
+) -> Result<bool> {
+    let body = match read_json_body(session, state.config.limits.max_body_bytes, true).await? {
+        Ok(body) => body,
+        Err(BodyRefused::MediaType(content_type)) => {
+            let error = OpenAiError::new(
+                415,
+                "invalid_request_error",
+                format!("Unsupported media type {content_type:?}: send application/json."),
+            );
+            write_reply(session, ctx, error.reply()).await?;
+            return Ok(true);
+        }
+        Err(BodyRefused::TooLarge(limit)) => {
+            let error = OpenAiError::new(
+                413,
+                "invalid_request_error",
+                format!("The request body is larger than the limit of {limit} bytes."),
+            );
+            write_reply(session, ctx, error.reply()).await?;
+            return Ok(true);
+        }
+    };
+    match state.openai.serve(session, endpoint, body).await {
+        Ok(served) => {
+            ctx.status = served.status;
+            ctx.upstream = Some(served.upstream);
+            ctx.tokens = served.tokens;
+        }
+        Err(error) => {
+            ctx.upstream = error.upstream.clone();
+            write_reply(session, ctx, error.reply()).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// `/mcp`: the checks that need no body first, then the body within the
+/// limit, then the MCP server, which answers every outcome itself.
+async fn mcp(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
+    let header = session.req_header();
+    let request = mcp::HttpRequest::from_parts(&header.method, &header.headers);
+    let is_post = header.method == http::Method::POST;
+    if let Some(refusal) = state.mcp.refuse_before_body(&request) {
+        if is_post {
+            // The body was not read: close rather than drain it.
+            session.set_keepalive(None);
+        }
+        return Ok(refusal);
+    }
+    let body = if is_post {
+        // The MCP server judges the content type itself.
+        match read_json_body(session, state.config.limits.max_body_bytes, false).await? {
+            Ok(body) => body,
+            Err(_) => return Ok(mcp::body_too_large(state.config.limits.max_body_bytes)),
+        }
+    } else {
+        Bytes::new()
+    };
+    let answer = state.mcp.answer(state, &request, &body).await;
+    ctx.upstream = answer.upstream;
+    Ok(answer.reply)
 }
 
 /// Why a request body was not read.
@@ -316,6 +645,9 @@ async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) 
     }
     header.insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(id) = &ctx.request_id {
+        header.insert_header("X-Request-Id", &**id)?;
+    }
     for (name, value) in reply.headers {
         header.insert_header(name, value)?;
     }

@@ -113,17 +113,23 @@ fn an_unset_variable_is_an_error_that_names_it() {
 
 #[test]
 fn an_unknown_key_is_an_error_with_its_path() {
-    assert_eq!(
-        problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]),
-        [
-            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, api_key, runpod_lb_endpoint_id, model, models, weight, health_url"
-        ]
+    // The message names the key, where it is, and the keys that would do
+    // (the list itself grows with the schema, so only its start is pinned).
+    let p = problems("upstreams:\n  - name: a\n    base_ur: \"http://x\"\n", &[]);
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(
+            "upstreams[0].base_ur (line 3 column 5): unknown field `base_ur`, expected one of name, runpod_endpoint_id, base_url, "
+        ),
+        "{p:?}"
     );
-    assert_eq!(
-        problems("helth_check: {}\n", &[]),
-        [
-            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, runpod_api_base, research, upstreams, health_check, timeouts, retries, limits, pool, ejection, ping_always_200, mcp, model_aliases"
-        ]
+    let p = problems("helth_check: {}\n", &[]);
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(
+            "helth_check (line 1 column 1): unknown field `helth_check`, expected one of listen, threads, "
+        ) && p[0].contains("health_check"),
+        "{p:?}"
     );
 }
 

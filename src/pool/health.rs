@@ -14,11 +14,13 @@ use std::time::Duration;
 /// Largest probe answer read; `/health` answers are a few hundred bytes.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
-/// Probes every upstream of a pool and records the results.
+/// Gives the pool to probe now: after a reload, the new one.
+pub type CurrentPool = Arc<dyn Fn() -> Arc<Pool> + Send + Sync>;
+
+/// Probes every upstream of the current pool and records the results.
 pub struct HealthChecker {
-    pool: Arc<Pool>,
+    current: CurrentPool,
     client: UpstreamClient,
-    config: HealthCheckConfig,
     metrics: Arc<Metrics>,
     rounds: std::sync::atomic::AtomicU64,
 }
@@ -27,26 +29,24 @@ pub struct HealthChecker {
 const DISCOVERY_EVERY: u64 = 12;
 
 impl HealthChecker {
+    /// `connect_timeout` bounds the probes' connects (each probe is also bounded
+    /// by the pool's `health_check.timeout`).
     pub fn new(
-        pool: Arc<Pool>,
-        config: HealthCheckConfig,
+        current: CurrentPool,
         connect_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> HealthChecker {
-        for up in pool.upstreams() {
-            metrics
-                .upstream_healthy
-                .with_label_values(&[&up.name])
-                .set(0);
-        }
         HealthChecker {
-            pool,
-            // A probe must not wait longer to connect than it waits for an answer.
-            client: UpstreamClient::new(connect_timeout.min(config.timeout)),
-            config,
+            current,
+            client: UpstreamClient::new(connect_timeout),
             metrics,
             rounds: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A checker of one fixed pool (tests, tools).
+    pub fn of(pool: Arc<Pool>, connect_timeout: Duration, metrics: Arc<Metrics>) -> HealthChecker {
+        HealthChecker::new(Arc::new(move || pool.clone()), connect_timeout, metrics)
     }
 
     /// Runs one round: every upstream probed concurrently.
@@ -54,21 +54,22 @@ impl HealthChecker {
         let round = self
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probes = self
-            .pool
+        let pool = (self.current)();
+        let config = pool.health_config();
+        let probes = pool
             .upstreams()
             .iter()
-            .map(|up| self.check_one(up, round));
+            .map(|up| self.check_one(up, config, round));
         futures::future::join_all(probes).await;
     }
 
-    async fn check_one(&self, up: &Arc<Upstream>, round: u64) {
+    async fn check_one(&self, up: &Arc<Upstream>, config: &HealthCheckConfig, round: u64) {
         let (outcome, detail) =
-            match tokio::time::timeout(self.config.timeout, self.probe(up)).await {
+            match tokio::time::timeout(config.timeout, self.probe(up, config)).await {
                 Ok(result) => result,
                 Err(_) => (
                     CheckOutcome::Down,
-                    format!("no answer within {:?}", self.config.timeout),
+                    format!("no answer within {:?}", config.timeout),
                 ),
             };
         self.metrics
@@ -78,8 +79,8 @@ impl HealthChecker {
         let changed = up.observe_check(
             outcome,
             detail.clone(),
-            self.config.healthy_threshold,
-            self.config.unhealthy_threshold,
+            config.healthy_threshold,
+            config.unhealthy_threshold,
         );
         if let Some(state) = changed {
             // Misconfiguration is logged once, when the state flips, in words an operator can act on.
@@ -96,8 +97,8 @@ impl HealthChecker {
             .with_label_values(&[&up.name])
             .set(i64::from(up.is_healthy()));
         let due = changed == Some(Health::Healthy) || round.is_multiple_of(DISCOVERY_EVERY);
-        if self.config.discover_models && up.can_discover_models() && up.is_healthy() && due {
-            match tokio::time::timeout(self.config.timeout, self.discover_models(up)).await {
+        if config.discover_models && up.can_discover_models() && up.is_healthy() && due {
+            match tokio::time::timeout(config.timeout, self.discover_models(up, config)).await {
                 Ok(Ok(models)) => up.set_discovered_models(models),
                 Ok(Err(why)) => log::debug!("upstream {}: no model list: {why}", up.name),
                 Err(_) => log::debug!("upstream {}: no model list in time", up.name),
@@ -106,7 +107,11 @@ impl HealthChecker {
     }
 
     /// `GET {base}/models`: the ids the upstream lists.
-    async fn discover_models(&self, up: &Upstream) -> Result<Vec<String>, String> {
+    async fn discover_models(
+        &self,
+        up: &Upstream,
+        config: &HealthCheckConfig,
+    ) -> Result<Vec<String>, String> {
         let path = format!("{}/models", up.base.path);
         let request = UpstreamRequest {
             method: "GET",
@@ -115,7 +120,7 @@ impl HealthChecker {
             authorization: up.authorization(),
             body: None,
             max_body: MAX_PROBE_BODY,
-            read_timeout: Some(self.config.timeout),
+            read_timeout: Some(config.timeout),
             accept: "application/json",
         };
         let reply = self
@@ -138,7 +143,7 @@ impl HealthChecker {
             .collect())
     }
 
-    async fn probe(&self, up: &Upstream) -> (CheckOutcome, String) {
+    async fn probe(&self, up: &Upstream, config: &HealthCheckConfig) -> (CheckOutcome, String) {
         let target = &up.health_target;
         if up.needs_resolution() {
             let host = (target.url.host.as_str(), target.url.port);
@@ -170,7 +175,7 @@ impl HealthChecker {
             authorization: up.authorization(),
             body: None,
             max_body: MAX_PROBE_BODY,
-            read_timeout: Some(self.config.timeout),
+            read_timeout: Some(config.timeout),
             accept: "application/json",
         };
         let reply = match self.client.send(up, &request).await {
@@ -218,7 +223,7 @@ impl HealthChecker {
         loop {
             self.check_all().await;
             let jitter = 0.9 + fastrand::f64() * 0.2;
-            let pause = self.config.interval.mul_f64(jitter);
+            let pause = (self.current)().health_config().interval.mul_f64(jitter);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,

@@ -28,7 +28,7 @@ pub use upstream::{
     Upstream, UpstreamKind,
 };
 
-use crate::config::{Config, EjectionConfig, PoolConfig, Strategy};
+use crate::config::{Config, EjectionConfig, HealthCheckConfig, PoolConfig, Strategy};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +42,8 @@ pub enum NoUpstream {
     NoneConfigured,
     /// Every upstream failed its checks, or was already tried for this request.
     NoneHealthy,
+    /// Healthy upstreams are left, but each has its `max_concurrent` requests.
+    AllBusy,
 }
 
 /// Why an upstream was chosen: the `reason` label of the selections metric.
@@ -110,6 +112,7 @@ pub struct Pool {
     /// Shared by every route, so retries are bounded for the gateway as a whole.
     budget: RetryBudget,
     max_attempts: usize,
+    health: HealthCheckConfig,
 }
 
 /// Why a request gets no further attempt.
@@ -118,6 +121,8 @@ pub enum Stop {
     NoneConfigured,
     /// No eligible upstream is left: unhealthy, initializing, or tried.
     NoneHealthy,
+    /// The eligible upstreams are all at their `max_concurrent` limit.
+    AllBusy,
     /// `retries.max_attempts` reached.
     AttemptsExhausted,
     /// The retry budget is spent.
@@ -127,12 +132,33 @@ pub enum Stop {
 impl Pool {
     /// Builds the pool from a validated configuration.
     pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Pool, String> {
+        Pool::from_config_after(config, metrics, None)
+    }
+
+    /// Builds the pool for a reloaded configuration: an upstream that is the
+    /// same endpoint as one of `previous` (name, address, health check) carries
+    /// on with its health, latency estimate, ejection and in-flight count.
+    pub fn from_config_after(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        previous: Option<&Pool>,
+    ) -> Result<Pool, String> {
         let upstreams = config
             .upstreams
             .iter()
             .enumerate()
-            .map(|(i, up)| Upstream::from_config(i, up, config).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, up)| {
+                let mut upstream = Upstream::from_config(i, up, config)?;
+                if let Some(old) = previous
+                    .into_iter()
+                    .flat_map(|p| p.upstreams.iter())
+                    .find(|old| old.same_endpoint(&upstream))
+                {
+                    upstream.carry_on_from(old);
+                }
+                Ok(Arc::new(upstream))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let selections = upstreams
             .iter()
             .map(|u| {
@@ -151,6 +177,7 @@ impl Pool {
                 config.retries.budget_min_per_second,
             ),
             max_attempts: config.retries.max_attempts as usize,
+            health: config.health_check.clone(),
             settings: config.pool.clone(),
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
@@ -165,6 +192,10 @@ impl Pool {
 
     pub fn settings(&self) -> &PoolConfig {
         &self.settings
+    }
+
+    pub fn health_config(&self) -> &HealthCheckConfig {
+        &self.health
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,7 +243,10 @@ impl Pool {
         }
         let now = Instant::now();
         let open = |u: &Upstream| {
-            !tried.contains(&u.index) && u.ejected_until(now).is_none() && eligible(u)
+            !tried.contains(&u.index)
+                && u.ejected_until(now).is_none()
+                && u.has_room()
+                && eligible(u)
         };
         let chosen = self
             .choose(now, |u| u.is_healthy() && open(u))
@@ -221,7 +255,16 @@ impl Pool {
                     .map(|(u, _)| (u, Reason::UnknownHealth))
             })
             .or_else(|| self.least_ejected(now, tried, eligible));
-        let (upstream, reason) = chosen.ok_or(NoUpstream::NoneHealthy)?;
+        let Some((upstream, reason)) = chosen else {
+            let busy = self.upstreams.iter().any(|u| {
+                !tried.contains(&u.index) && u.is_healthy() && !u.has_room() && eligible(u)
+            });
+            return Err(if busy {
+                NoUpstream::AllBusy
+            } else {
+                NoUpstream::NoneHealthy
+            });
+        };
         self.selections[upstream.index][reason as usize].inc();
         Ok(upstream)
     }
@@ -314,7 +357,7 @@ impl Pool {
     ) -> Option<(Arc<Upstream>, Reason)> {
         self.upstreams
             .iter()
-            .filter(|u| !tried.contains(&u.index) && eligible(u))
+            .filter(|u| !tried.contains(&u.index) && u.has_room() && eligible(u))
             .filter(|u| matches!(u.health(), Health::Healthy | Health::Unknown))
             .filter_map(|u| u.ejected_until(now).map(|until| (until, u)))
             .min_by_key(|(until, _)| *until)
@@ -363,6 +406,7 @@ impl Pool {
         let upstream = self.select_where(tried, eligible).map_err(|e| match e {
             NoUpstream::NoneConfigured => Stop::NoneConfigured,
             NoUpstream::NoneHealthy => Stop::NoneHealthy,
+            NoUpstream::AllBusy => Stop::AllBusy,
         })?;
         match tried.last() {
             None => self.budget.record_request(),
@@ -384,7 +428,7 @@ impl Pool {
     /// Starts an attempt on `upstream`: counts it in flight until the returned
     /// guard is finished or dropped.
     pub fn begin<'p>(&'p self, upstream: &Arc<Upstream>) -> Attempt<'p> {
-        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        upstream.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         Attempt {
             pool: self,
             upstream: upstream.clone(),
@@ -518,7 +562,10 @@ impl Attempt<'_> {
     /// Records how the attempt ended and stops counting it in flight.
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
-        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream
+            .shared
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
         self.pool.record(&self.upstream, outcome);
     }
 }
@@ -528,7 +575,10 @@ impl Drop for Attempt<'_> {
         // Abandoned (the client went away, or a timeout dropped the future):
         // no sample, since nobody saw the upstream's real latency.
         if !self.finished {
-            self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.upstream
+                .shared
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

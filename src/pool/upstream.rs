@@ -5,7 +5,7 @@ use super::ewma::PeakEwma;
 use crate::config::{BaseUrl, Config, UpstreamConfig, parse_base_url};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -152,10 +152,21 @@ pub struct Upstream {
     pub weight: f64,
     /// Models named in the configuration (`models` and `model`).
     configured_models: Vec<String>,
-    /// Models the upstream listed on `/v1/models`.
-    discovered_models: RwLock<Vec<String>>,
     /// `Bearer …` header value; private so it is never formatted by accident.
     authorization: Option<String>,
+    /// Requests allowed in flight at once (0: no limit).
+    pub max_concurrent: u64,
+    /// What the gateway learnt about this endpoint: kept across a reload that
+    /// keeps the endpoint, and shared with requests of the old configuration
+    /// still in flight.
+    pub(super) shared: Arc<UpstreamState>,
+}
+
+/// An upstream's live state: health, load, addresses, models.
+#[derive(Debug)]
+pub(super) struct UpstreamState {
+    /// Models the upstream listed on `/v1/models`.
+    discovered_models: RwLock<Vec<String>>,
     addresses: RwLock<Vec<SocketAddr>>,
     health: AtomicU8,
     streaks: Mutex<Streaks>,
@@ -192,6 +203,20 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Whether `other` is the same endpoint (name, address, health check), so
+    /// that it may carry on with this one's state after a reload.
+    pub fn same_endpoint(&self, other: &Upstream) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.base == other.base
+            && self.health_target == other.health_target
+    }
+
+    /// Takes over `previous`'s live state (health, latency, ejection, load).
+    pub fn carry_on_from(&mut self, previous: &Upstream) {
+        self.shared = previous.shared.clone();
+    }
+
     /// Builds an upstream from a validated configuration entry.
     pub fn from_config(index: usize, up: &UpstreamConfig, config: &Config) -> Result<Self, String> {
         let (kind, base, health_target) = match (&up.runpod_endpoint_id, &up.base_url) {
@@ -276,27 +301,30 @@ impl Upstream {
                 }
                 models
             },
-            discovered_models: RwLock::new(Vec::new()),
             authorization: up
                 .api_key
                 .as_deref()
                 .filter(|k| !k.is_empty())
                 .map(|k| format!("Bearer {k}")),
-            addresses: RwLock::new(addresses),
-            health: AtomicU8::new(Health::Unknown as u8),
-            streaks: Mutex::new(Streaks::default()),
-            in_flight: AtomicU64::new(0),
-            load: Mutex::new(LoadState {
-                latency: PeakEwma::new(config.pool.initial_latency, Instant::now()),
-                consecutive_failures: 0,
-                ejections_in_row: 0,
-                ejected_until: None,
-                ejections_total: 0,
-                last_error: None,
+            max_concurrent: up.max_concurrent,
+            shared: Arc::new(UpstreamState {
+                discovered_models: RwLock::new(Vec::new()),
+                addresses: RwLock::new(addresses),
+                health: AtomicU8::new(Health::Unknown as u8),
+                streaks: Mutex::new(Streaks::default()),
+                in_flight: AtomicU64::new(0),
+                load: Mutex::new(LoadState {
+                    latency: PeakEwma::new(config.pool.initial_latency, Instant::now()),
+                    consecutive_failures: 0,
+                    ejections_in_row: 0,
+                    ejected_until: None,
+                    ejections_total: 0,
+                    last_error: None,
+                }),
+                queue: Mutex::new(None),
+                ejected_until_nanos: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
-            queue: Mutex::new(None),
-            ejected_until_nanos: AtomicU64::new(0),
-            epoch: Instant::now(),
         })
     }
 
@@ -311,7 +339,7 @@ impl Upstream {
     }
 
     pub fn health(&self) -> Health {
-        Health::from_u8(self.health.load(Ordering::Acquire))
+        Health::from_u8(self.shared.health.load(Ordering::Acquire))
     }
 
     /// Passed its active checks.
@@ -319,13 +347,18 @@ impl Upstream {
         self.health() == Health::Healthy
     }
 
+    /// Whether it may take one more request under its `max_concurrent`.
+    pub fn has_room(&self) -> bool {
+        self.max_concurrent == 0 || self.in_flight() < self.max_concurrent
+    }
+
     /// Requests being served by this upstream now.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     pub(super) fn load(&self) -> std::sync::MutexGuard<'_, LoadState> {
-        match self.load.lock() {
+        match self.shared.load.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -333,17 +366,20 @@ impl Upstream {
 
     /// When passive ejection ends, if the upstream is ejected at `now`.
     pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
-        match self.ejected_until_nanos.load(Ordering::Acquire) {
+        match self.shared.ejected_until_nanos.load(Ordering::Acquire) {
             0 => None,
-            nanos => Some(self.epoch + std::time::Duration::from_nanos(nanos)).filter(|t| *t > now),
+            nanos => Some(self.shared.epoch + std::time::Duration::from_nanos(nanos))
+                .filter(|t| *t > now),
         }
     }
 
     /// Ejects until `until` (called with the load lock held, by the pool).
     pub(super) fn set_ejected_until(&self, load: &mut LoadState, until: Instant) {
         load.ejected_until = Some(until);
-        let nanos = until.saturating_duration_since(self.epoch).as_nanos();
-        self.ejected_until_nanos.store(
+        let nanos = until
+            .saturating_duration_since(self.shared.epoch)
+            .as_nanos();
+        self.shared.ejected_until_nanos.store(
             u64::try_from(nanos).unwrap_or(u64::MAX).max(1),
             Ordering::Release,
         );
@@ -376,7 +412,7 @@ impl Upstream {
     /// Every model this upstream is known to serve; empty when unknown.
     pub fn served_models(&self) -> Vec<String> {
         let mut models = self.configured_models.clone();
-        if let Ok(found) = self.discovered_models.read() {
+        if let Ok(found) = self.shared.discovered_models.read() {
             for m in found.iter() {
                 if !models.contains(m) {
                     models.push(m.clone());
@@ -390,7 +426,11 @@ impl Upstream {
     /// to serve whatever it is asked for.
     pub fn serves_anything(&self) -> bool {
         self.configured_models.is_empty()
-            && self.discovered_models.read().map_or(true, |d| d.is_empty())
+            && self
+                .shared
+                .discovered_models
+                .read()
+                .map_or(true, |d| d.is_empty())
     }
 
     /// Whether a request for `model` can go here.
@@ -398,7 +438,7 @@ impl Upstream {
         if self.configured_models.iter().any(|m| m == model) {
             return true;
         }
-        self.discovered_models.read().is_ok_and(|found| {
+        self.shared.discovered_models.read().is_ok_and(|found| {
             found.iter().any(|m| m == model)
                 || (found.is_empty() && self.configured_models.is_empty())
         })
@@ -406,7 +446,7 @@ impl Upstream {
 
     /// Records what `/v1/models` listed.
     pub fn set_discovered_models(&self, models: Vec<String>) {
-        if let Ok(mut d) = self.discovered_models.write() {
+        if let Ok(mut d) = self.shared.discovered_models.write() {
             *d = models;
         }
     }
@@ -419,18 +459,22 @@ impl Upstream {
 
     /// Queue depth from the last RunPod `/health`, for queue endpoints.
     pub fn queue_depth(&self) -> Option<QueueDepth> {
-        self.queue.lock().ok().and_then(|q| *q)
+        self.shared.queue.lock().ok().and_then(|q| *q)
     }
 
     pub fn set_queue_depth(&self, depth: Option<QueueDepth>) {
-        if let Ok(mut q) = self.queue.lock() {
+        if let Ok(mut q) = self.shared.queue.lock() {
             *q = depth;
         }
     }
 
     /// The address to connect to: the first resolved one.
     pub fn address(&self) -> Option<SocketAddr> {
-        self.addresses.read().ok().and_then(|a| a.first().copied())
+        self.shared
+            .addresses
+            .read()
+            .ok()
+            .and_then(|a| a.first().copied())
     }
 
     /// Whether the host is a name that needs resolving (rather than an IP literal).
@@ -439,14 +483,14 @@ impl Upstream {
     }
 
     pub fn set_addresses(&self, addresses: Vec<SocketAddr>) {
-        if let Ok(mut a) = self.addresses.write() {
+        if let Ok(mut a) = self.shared.addresses.write() {
             *a = addresses;
         }
     }
 
     /// The last active check, if any finished.
     pub fn last_check(&self) -> Option<CheckRecord> {
-        self.streaks.lock().ok().and_then(|s| s.last.clone())
+        self.shared.streaks.lock().ok().and_then(|s| s.last.clone())
     }
 
     /// Records one active check and flips the state once `healthy_threshold`
@@ -461,7 +505,7 @@ impl Upstream {
         healthy_threshold: u32,
         unhealthy_threshold: u32,
     ) -> Option<Health> {
-        let mut streaks = match self.streaks.lock() {
+        let mut streaks = match self.shared.streaks.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -498,7 +542,7 @@ impl Upstream {
             (state, _) => state,
         };
         if next != current {
-            self.health.store(next as u8, Ordering::Release);
+            self.shared.health.store(next as u8, Ordering::Release);
             Some(next)
         } else {
             None

@@ -247,6 +247,8 @@ impl ParsedRequest {
 pub struct Served {
     pub status: u16,
     pub upstream: String,
+    /// Prompt plus completion tokens, when the upstream reported them.
+    pub tokens: Option<u64>,
 }
 
 /// Sends OpenAI requests through the pool.
@@ -397,6 +399,14 @@ impl OpenAiService {
                             503,
                             "service_unavailable",
                             format!("No healthy upstream serves `{}` right now.", request.model),
+                        ),
+                        Stop::AllBusy => OpenAiError::new(
+                            503,
+                            "service_unavailable",
+                            format!(
+                                "Every upstream serving `{}` is at its concurrency limit.",
+                                request.model
+                            ),
                         ),
                         Stop::AttemptsExhausted | Stop::BudgetSpent => OpenAiError::new(
                             503,
@@ -571,9 +581,11 @@ impl OpenAiService {
         let usage = serde_json::from_slice::<Value>(&reply.body)
             .ok()
             .and_then(|v| v.get("usage").cloned());
+        let mut tokens = None;
         if let Some(usage) = usage {
             let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
             self.count_tokens(upstream, served, n("prompt_tokens"), n("completion_tokens"));
+            tokens = Some(n("prompt_tokens") + n("completion_tokens"));
         }
         let content_type = reply
             .header_str("content-type")
@@ -595,6 +607,7 @@ impl OpenAiService {
         Ok(Served {
             status: 200,
             upstream: upstream.name.clone(),
+            tokens,
         })
     }
 
@@ -679,7 +692,11 @@ impl OpenAiService {
         if written.is_err() {
             attempt.finish(Outcome::Success(ttft));
             self.metrics.streams_cancelled.inc();
-            return Ok(self.served(upstream));
+            return Ok(Served {
+                status: 200,
+                upstream: upstream.name.clone(),
+                tokens: None,
+            });
         }
         let ending = loop {
             tokio::select! {
@@ -736,14 +753,13 @@ impl OpenAiService {
                 let _ = session.write_response_body(None, true).await;
             }
         }
-        Ok(self.served(upstream))
-    }
-
-    fn served(&self, upstream: &Upstream) -> Served {
-        Served {
+        Ok(Served {
             status: 200,
             upstream: upstream.name.clone(),
-        }
+            tokens: watcher
+                .usage()
+                .map(|u| u.prompt_tokens + u.completion_tokens),
+        })
     }
 
     fn count_tokens(&self, upstream: &Upstream, model: &str, prompt: u64, completion: u64) {
@@ -779,6 +795,9 @@ fn response_header(
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
     header.insert_header("X-Upstream", upstream)?;
+    if let Ok(id) = crate::proxy::REQUEST_ID.try_with(|id| id.clone()) {
+        header.insert_header("X-Request-Id", &*id)?;
+    }
     Ok(header)
 }
 

@@ -371,6 +371,12 @@ impl ResearchService {
                 Err(Stop::NoneConfigured) => {
                     return Err(ResearchFailure::new(500, "vLLM backend not configured"));
                 }
+                Err(Stop::AllBusy) if last_failure.is_none() => {
+                    return Err(ResearchFailure::new(
+                        503,
+                        "vLLM backend busy: every upstream is at its max_concurrent limit",
+                    ));
+                }
                 Err(_) => break,
             };
             match self.attempt(&upstream, req, started, deadline).await {
