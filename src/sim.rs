@@ -126,6 +126,7 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub host: Option<String>,
+    pub request_id: Option<String>,
     pub body: Bytes,
 }
 
@@ -301,6 +302,7 @@ async fn handle(
         authorization: header("authorization"),
         content_type: header("content-type"),
         host: header("host"),
+        request_id: header("x-request-id"),
         body,
     };
     {

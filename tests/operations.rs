@@ -1,0 +1,467 @@
+//! Operations in process: client keys, rate limits, the research cache,
+//! request ids, per-upstream concurrency, extra listeners, and reloads.
+
+mod common;
+
+use common::*;
+use context7_lb::config::{Config, UpstreamConfig};
+use context7_lb::sim::SimConfig;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+const KEY: &str = "client-key-0123456789";
+
+async fn call(
+    gw: &context7_lb::app::RunningGateway,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = client().request(method.parse().unwrap(), format!("{}{path}", gw.url()));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_keys_guard_every_route_but_ping_root_and_docs() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let mut config = config();
+    config.auth.keys = vec![KEY.into(), "second-client-key".into()];
+    let gw = gateway(&sims, config).await;
+    let chat = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"q"}}]}}"#);
+    let mcp_init = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let guarded: Vec<(&str, &str, Option<&str>)> = vec![
+        ("POST", "/v1/research", Some(r#"{"query":"q"}"#)),
+        ("POST", "/v1/chat/completions", Some(&chat)),
+        ("GET", "/v1/models", None),
+        ("POST", "/mcp", Some(mcp_init)),
+        ("GET", "/metrics", None),
+        ("GET", "/status", None),
+    ];
+    for (method, path, body) in &guarded {
+        let (status, headers, text) = call(&gw, method, path, None, *body).await;
+        assert_eq!(status, 401, "{path} without a key: {text}");
+        assert_eq!(
+            headers["www-authenticate"], r#"Bearer realm="context7-lb""#,
+            "{path}"
+        );
+        let (status, headers, _) = call(&gw, method, path, Some("wrong-key-12345"), *body).await;
+        assert_eq!(status, 401, "{path} with a wrong key");
+        assert_eq!(
+            headers["www-authenticate"],
+            r#"Bearer realm="context7-lb", error="invalid_token""#
+        );
+        let (status, _, text) = call(&gw, method, path, Some("second-client-key"), *body).await;
+        assert_ne!(status, 401, "{path} with a right key: {text}");
+        assert!(status < 500, "{path}: {status} {text}");
+    }
+    for path in ["/ping", "/", "/docs"] {
+        assert_eq!(call(&gw, "GET", path, None, None).await.0, 200, "{path}");
+    }
+    // Each route refuses in its own format.
+    let (_, _, text) = call(&gw, "POST", "/v1/research", None, Some(r#"{"query":"q"}"#)).await;
+    assert_eq!(
+        json(&text),
+        json!({"detail": "Missing API key: send Authorization: Bearer <key>"})
+    );
+    let (_, _, text) = call(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        Some("wrong-key-12345"),
+        Some(&chat),
+    )
+    .await;
+    assert_eq!(
+        json(&text),
+        json!({"error": {"message": "Invalid API key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
+    );
+    let (_, _, text) = call(&gw, "POST", "/mcp", None, Some(mcp_init)).await;
+    assert_eq!(json(&text)["error"]["code"], -32001);
+    // Nothing refused reached the upstream; the accepted research and chat did.
+    assert_eq!(sims[0].chat_requests(), 2);
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"context7_auth_failures_total{route="/v1/research"} 3"#),
+        "{metrics}"
+    );
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_per_client_with_retry_after() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let mut config = config();
+    config.auth.keys = vec![KEY.into(), "second-client-key".into()];
+    config.rate_limit.requests_per_second = 0.5;
+    config.rate_limit.burst = 3;
+    let gw = gateway(&sims, config).await;
+    let body = Some(r#"{"query":"q"}"#);
+    for _ in 0..3 {
+        assert_eq!(
+            call(&gw, "POST", "/v1/research", Some(KEY), body).await.0,
+            200
+        );
+    }
+    let (status, headers, text) = call(&gw, "POST", "/v1/research", Some(KEY), body).await;
+    assert_eq!(status, 429);
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(
+        json(&text),
+        json!({"detail": format!("Rate limit exceeded: retry after {wait} s")})
+    );
+    // Another client has its own bucket; health and root are never limited.
+    assert_eq!(
+        call(&gw, "POST", "/v1/research", Some("second-client-key"), body)
+            .await
+            .0,
+        200
+    );
+    for _ in 0..10 {
+        assert_eq!(call(&gw, "GET", "/ping", None, None).await.0, 200);
+    }
+    assert_eq!(sims[0].chat_requests(), 4);
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_the_rate_limit_is_per_address() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let mut config = config();
+    config.rate_limit.requests_per_second = 0.5;
+    config.rate_limit.burst = 2;
+    let gw = gateway(&sims, config).await;
+    let chat = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"q"}}]}}"#);
+    assert_eq!(
+        call(&gw, "POST", "/v1/chat/completions", None, Some(&chat))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(&gw, "GET", "/v1/models", None, None).await.0, 200);
+    let (status, headers, text) =
+        call(&gw, "POST", "/v1/chat/completions", None, Some(&chat)).await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(json(&text)["error"]["code"], "rate_limit_exceeded");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_hits_misses_bypasses_and_coalesces() {
+    let sims = sims(vec![SimConfig::new("a").ttft(Duration::from_millis(300))]).await;
+    let mut config = config();
+    config.cache.enabled = true;
+    let gw = gateway(&sims, config).await;
+    let research = |body: &'static str, no_cache: bool| {
+        let mut req = client()
+            .post(format!("{}/v1/research", gw.url()))
+            .header("content-type", "application/json")
+            .body(body);
+        if no_cache {
+            req = req.header("cache-control", "no-cache");
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let cache = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, cache, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Five identical requests at once: one upstream call.
+    let q = r#"{"query":"What is  vLLM?","temperature":0}"#;
+    let answers = futures::future::join_all((0..5).map(|_| research(q, false))).await;
+    assert_eq!(sims[0].chat_requests(), 1, "concurrent misses coalesced");
+    let mut outcomes: Vec<_> = answers.iter().map(|a| a.1.clone().unwrap()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["HIT", "HIT", "HIT", "HIT", "MISS"]);
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 && a.2["result"] == answers[0].2["result"])
+    );
+    // The same query, normalised (spacing, 0 vs 0.0): a hit, fast.
+    let (status, cache, body) =
+        research(r#"{"query":" What is vLLM? ","temperature":0.0}"#, false).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("HIT")));
+    assert!(body["latency_ms"].as_u64().unwrap() < 100);
+    assert_eq!(sims[0].chat_requests(), 1);
+    // no-cache goes upstream (and refreshes the entry).
+    let (status, cache, _) = research(q, true).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("BYPASS")));
+    assert_eq!(sims[0].chat_requests(), 2);
+    // Above the temperature ceiling nothing is cached.
+    for _ in 0..2 {
+        let (status, cache, _) =
+            research(r#"{"query":"What is vLLM?","temperature":0.7}"#, false).await;
+        assert_eq!((status, cache), (200, None));
+    }
+    assert_eq!(sims[0].chat_requests(), 4);
+    // Failures are not cached.
+    sims[0].update(|c| c.error_rate = 1.0);
+    let (status, cache, _) = research(r#"{"query":"fails","temperature":0}"#, false).await;
+    assert_eq!((status, cache.as_deref()), (502, Some("MISS")));
+    sims[0].update(|c| c.error_rate = 0.0);
+    let (status, cache, _) = research(r#"{"query":"fails","temperature":0}"#, false).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("MISS")));
+    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"context7_cache_lookups_total{result="HIT"} 5"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"context7_cache_lookups_total{result="BYPASS"} 1"#));
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_or_made_and_sent_upstream() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let gw = gateway(&sims, config()).await;
+    let r = client()
+        .post(format!("{}/v1/research", gw.url()))
+        .header("content-type", "application/json")
+        .header("x-request-id", "trace-42")
+        .body(r#"{"query":"q"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42");
+    let sent = sims[0]
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(sent.request_id.as_deref(), Some("trace-42"));
+    // A missing or unsafe id is replaced by a fresh one.
+    for given in [None, Some("bad id with spaces\t")] {
+        let mut req = client().get(format!("{}/ping", gw.url()));
+        if let Some(given) = given {
+            req = req.header("x-request-id", given);
+        }
+        let r = req.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    // Streams carry it too.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-request-id", "stream-7")
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "stream-7");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_upstream_sends_traffic_elsewhere_or_503() {
+    let sims = sims(vec![
+        SimConfig::new("small").ttft(Duration::from_millis(400)),
+        SimConfig::new("spare").ttft(Duration::from_millis(400)),
+    ])
+    .await;
+    let mut config = config();
+    for sim in &sims {
+        let name = sim.config().name;
+        config.upstreams.push(UpstreamConfig {
+            max_concurrent: 1,
+            ..upstream(&name, sim, "k")
+        });
+    }
+    let gw = start(config).await;
+    let answers = futures::future::join_all(
+        (0..3).map(|_| call(&gw, "POST", "/v1/research", None, Some(r#"{"query":"q"}"#))),
+    )
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503]);
+    let busy = answers.iter().find(|a| a.0 == 503).unwrap();
+    assert_eq!(
+        json(&busy.2),
+        json!({"detail": "vLLM backend busy: every upstream is at its max_concurrent limit"})
+    );
+    assert_eq!(sims[0].chat_requests(), 1);
+    assert_eq!(sims[1].chat_requests(), 1);
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_listeners_serve_only_their_routes() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (metrics_at, health_at) = (free(), free());
+    let mut config = config();
+    config.auth.keys = vec![KEY.into()];
+    config.metrics_listen = Some(metrics_at.to_string());
+    config.health_listen = Some(health_at.to_string());
+    let gw = start(config).await;
+    let get = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
+    assert_eq!(
+        get(format!("http://{metrics_at}/metrics")).await,
+        200,
+        "no key needed there"
+    );
+    assert_eq!(get(format!("http://{metrics_at}/status")).await, 200);
+    assert_eq!(get(format!("http://{metrics_at}/ping")).await, 404);
+    assert_eq!(get(format!("http://{health_at}/ping")).await, 200);
+    assert_eq!(get(format!("http://{health_at}/metrics")).await, 404);
+    assert_eq!(get(format!("http://{health_at}/")).await, 404);
+    assert_eq!(
+        get(format!("{}/metrics", gw.url())).await,
+        404,
+        "moved off the main listener"
+    );
+    assert_eq!(get(format!("{}/ping", gw.url())).await, 200);
+    stop(gw).await;
+}
+
+fn write_config(path: &std::path::Path, config: &str) {
+    std::fs::write(path, config).unwrap();
+}
+
+fn yaml_for(sims: &[(&str, String, f64)]) -> String {
+    let mut yaml = String::from(
+        "listen: \"127.0.0.1:0\"\nthreads: 1\nhealth_check:\n  interval: 200ms\n  timeout: 500ms\nupstreams:\n",
+    );
+    for (name, url, weight) in sims {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    base_url: \"{url}\"\n    weight: {weight}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_loses_no_request_and_keeps_upstream_state() {
+    let sims = sims(vec![
+        SimConfig::new("a").ttft(Duration::from_millis(5)),
+        SimConfig::new("b").ttft(Duration::from_millis(5)),
+        SimConfig::new("c").ttft(Duration::from_millis(5)),
+    ])
+    .await;
+    let dir = std::env::temp_dir().join(format!("c7lb-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    write_config(
+        &file,
+        &yaml_for(&[
+            ("a", sims[0].base_url(), 1.0),
+            ("b", sims[1].base_url(), 1.0),
+        ]),
+    );
+    let config = Config::load_file(&file).unwrap();
+    let gw = start(config).await;
+    let reloader = gw.reloader(file.clone());
+    let before = gw.current();
+    // A mark only `a`'s live state can carry through the reloads.
+    let a_before = before.pool.upstreams()[0].clone();
+    before
+        .pool
+        .begin(&a_before)
+        .finish(context7_lb::pool::Outcome::Failure("state marker".into()));
+
+    let reloads = async {
+        for round in 0..6 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            // Alternately add c (and reweigh a), and remove b.
+            let yaml = if round % 2 == 0 {
+                yaml_for(&[
+                    ("a", sims[0].base_url(), 2.0),
+                    ("b", sims[1].base_url(), 1.0),
+                    ("c", sims[2].base_url(), 1.0),
+                ])
+            } else {
+                yaml_for(&[
+                    ("a", sims[0].base_url(), 1.0),
+                    ("c", sims[2].base_url(), 1.0),
+                ])
+            };
+            write_config(&file, &yaml);
+            reloader.reload().expect("valid reload");
+        }
+    };
+    let (answers, ()) = tokio::join!(load(&gw, 6, Duration::from_millis(1200), 5000), reloads);
+    let failed: Vec<_> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(answers.len() > 50, "{}", answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+
+    let after = gw.current();
+    let names: Vec<_> = after
+        .pool
+        .upstreams()
+        .iter()
+        .map(|u| u.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    // `a` stayed the same endpoint throughout: its checks and estimate carried on.
+    let a_after = &after.pool.upstreams()[0];
+    assert!(a_after.is_healthy() && a_after.has_latency_sample());
+    assert_eq!(a_after.last_error().unwrap().message, "state marker");
+    assert_eq!(a_after.in_flight(), 0);
+    assert!(after.pool.upstreams()[1].last_error().is_none());
+    assert!(
+        sims[2].chat_requests() > 0,
+        "the added upstream got traffic"
+    );
+
+    // A broken file is refused, naming the problem, and the running state stays.
+    write_config(
+        &file,
+        "upstreams:\n  - name: a\n    base_url: \"ftp://nowhere\"\n",
+    );
+    let Err(error) = reloader.reload() else {
+        panic!("a broken file was accepted");
+    };
+    assert_eq!(
+        error.problems[0].to_string(),
+        "upstreams[0].base_url: \"ftp://nowhere\" must start with http:// or https://"
+    );
+    assert!(std::sync::Arc::ptr_eq(&gw.current(), &after));
+    stop(gw).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
