@@ -26,7 +26,8 @@ COPY config /etc/context7-lb
 USER 10001
 ENV PORT=8002
 EXPOSE 8002
-# No curl in the image: bash's /dev/tcp asks /ping and expects a 200.
+# No curl in the image: bash's /dev/tcp asks /ping (on PORT_HEALTH when set,
+# as RunPod's load balancer does) and expects a 200.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT} && printf 'GET /ping HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT_HEALTH:-$PORT} && printf 'GET /ping HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["/usr/local/bin/context7-lb"]

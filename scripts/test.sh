@@ -32,6 +32,13 @@ if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
 fi
+# promtool checks the live metrics, the alert rules and the scrape config.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (Debian's prometheus package)"
+  if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
+    echo "    promtool could not be installed: its checks will be skipped"
+  fi
+fi
 echo "==> pip install -r tests/python/requirements.txt"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 echo "==> pytest tests/python"

@@ -600,6 +600,20 @@ impl Config {
             ),
             ..Config::default()
         };
+        // RunPod's load-balancing workers are probed on PORT_HEALTH when it
+        // differs from PORT.
+        let port = env
+            .get("PORT")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("8002");
+        if let Some(health) = env
+            .get("PORT_HEALTH")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty() && *p != port)
+        {
+            config.health_listen = Some(format!("0.0.0.0:{health}"));
+        }
         let key = env.get("RUNPOD_API_KEY").cloned().filter(|k| !k.is_empty());
         if let Some(ids) = env.get("RUNPOD_VLLM_ENDPOINT_ID") {
             for id in ids.split(',').map(str::trim).filter(|id| !id.is_empty()) {

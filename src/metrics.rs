@@ -14,6 +14,7 @@ const REQUEST_BUCKETS: &[f64] = &[
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
+    descs: Vec<String>,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
@@ -199,6 +200,7 @@ impl Metrics {
             "Research cache lookups, by result (HIT, MISS, BYPASS).",
             &["result"],
         );
+        let mut descs = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -224,10 +226,12 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(cache_lookups.clone()),
         ] {
+            descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
         }
         Metrics {
             registry,
+            descs,
             requests,
             request_duration,
             upstream_duration,
@@ -252,6 +256,24 @@ impl Metrics {
             rate_limited,
             cache_lookups,
         }
+    }
+
+    /// The name of every metric family (histograms without their suffixes).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        // Families without a series yet are not gathered: ask the collectors.
+        for desc in self.descs.iter() {
+            if !names.contains(desc) {
+                names.push(desc.clone());
+            }
+        }
+        names.sort();
+        names
     }
 
     /// The Prometheus text exposition of every metric.

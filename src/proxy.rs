@@ -236,6 +236,7 @@ async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) ->
         Route::Status => local::status(&state.pool),
         Route::Root => local::root(),
         Route::Docs => local::docs(),
+        Route::OpenApi => local::openapi(),
         Route::Metrics => local::metrics(&state.metrics, &state.pool),
         Route::Research => research(state, session, ctx).await?,
         Route::Mcp => mcp(state, session, ctx).await?,
@@ -316,9 +317,12 @@ fn needs_key(route: Route, on_metrics_listener: bool) -> bool {
         | Route::Completions
         | Route::Models => true,
         Route::Metrics | Route::Status => !on_metrics_listener,
-        Route::Ping | Route::Root | Route::Docs | Route::MethodNotAllowed | Route::NotFound => {
-            false
-        }
+        Route::Ping
+        | Route::Root
+        | Route::Docs
+        | Route::OpenApi
+        | Route::MethodNotAllowed
+        | Route::NotFound => false,
     }
 }
 

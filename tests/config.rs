@@ -206,6 +206,13 @@ fn environment_mode_reads_the_original_variables() {
             .all(|u| u.api_key.as_deref() == Some("rp-key"))
     );
 
+    assert_eq!(config.health_listen, None);
+    let config = Config::from_env(&env(&[("PORT", "80"), ("PORT_HEALTH", "8081")])).unwrap();
+    assert_eq!(
+        (config.listen.as_str(), config.health_listen.as_deref()),
+        ("0.0.0.0:80", Some("0.0.0.0:8081"))
+    );
+
     let config = Config::from_env(&env(&[])).unwrap();
     assert!(config.upstreams.is_empty());
     assert_eq!(config.listen, "0.0.0.0:8002");

@@ -66,11 +66,11 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "mcp": "/mcp", "openai": "/v1"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "mcp": "/mcp", "openai": "/v1", "openapi": "/openapi.json"}
         })
     );
     // Every endpoint listed is served.
-    for path in ["/ping", "/docs", "/metrics", "/status"] {
+    for path in ["/ping", "/docs", "/metrics", "/status", "/openapi.json"] {
         let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }

@@ -106,6 +106,7 @@ pub fn root() -> Reply {
                 "status": "/status",
                 "mcp": "/mcp",
                 "openai": "/v1",
+                "openapi": "/openapi.json",
             },
         }),
     )
@@ -118,6 +119,23 @@ pub fn docs() -> Reply {
         content_type: "text/html; charset=utf-8",
         headers: Vec::new(),
         body: include_str!("docs.html").into(),
+    }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of every route, with
+/// this build's version.
+pub fn openapi() -> Reply {
+    static DOCUMENT: std::sync::LazyLock<bytes::Bytes> = std::sync::LazyLock::new(|| {
+        let mut spec: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
+        spec["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+        serde_json::to_vec(&spec).expect("JSON serializes").into()
+    });
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body: DOCUMENT.clone(),
     }
 }
 
