@@ -281,7 +281,7 @@ async fn send_request(
     }
     // The request id of the client request being served, if any, so that the
     // upstream's logs can be joined with ours.
-    if let Ok(id) = crate::proxy::REQUEST_ID.try_with(|id| id.clone()) {
+    if let Some(id) = crate::scope::request_id() {
         header.insert_header("X-Request-Id", &*id).map_err(io)?;
     }
     session

@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod routes;
+pub mod scope;
 pub mod sim;
 pub mod sse;

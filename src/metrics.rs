@@ -38,6 +38,7 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub cache_lookups: IntCounterVec,
+    pub gateway_overhead: HistogramVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -200,6 +201,18 @@ impl Metrics {
             "Research cache lookups, by result (HIT, MISS, BYPASS).",
             &["result"],
         );
+        let gateway_overhead = HistogramVec::new(
+            HistogramOpts::new(
+                "context7_gateway_overhead_seconds",
+                "Time a request spent in the gateway itself, upstream attempts excluded, by route.",
+            )
+            .buckets(vec![
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                0.025, 0.1,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
         let mut descs = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -225,6 +238,7 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(cache_lookups.clone()),
+            Box::new(gateway_overhead.clone()),
         ] {
             descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
@@ -255,6 +269,7 @@ impl Metrics {
             auth_failures,
             rate_limited,
             cache_lookups,
+            gateway_overhead,
         }
     }
 

@@ -57,12 +57,6 @@ impl Drop for InFlightGuard {
     }
 }
 
-tokio::task_local! {
-    /// The request id of the request this task is serving, sent upstream as
-    /// `X-Request-Id` by the upstream client.
-    pub static REQUEST_ID: Arc<str>;
-}
-
 /// The current [`AppState`]; a reload swaps in a new one while requests that
 /// began under the old one finish with it.
 pub type SharedState = Arc<ArcSwap<AppState>>;
@@ -90,6 +84,8 @@ pub struct RequestCtx {
     cache: Option<CacheOutcome>,
     tokens: Option<u64>,
     query: Option<String>,
+    /// Time spent waiting on upstreams, to tell the gateway's own time apart.
+    upstream_time: std::time::Duration,
     _in_flight: Option<InFlightGuard>,
 }
 
@@ -108,6 +104,7 @@ impl ProxyHttp for Gateway {
             cache: None,
             tokens: None,
             query: None,
+            upstream_time: std::time::Duration::ZERO,
             _in_flight: Some(self.in_flight.enter()),
         }
     }
@@ -116,9 +113,12 @@ impl ProxyHttp for Gateway {
         let state = self.state.load_full();
         let id = request_id(session);
         ctx.request_id = Some(id.clone());
-        REQUEST_ID
-            .scope(id, async { serve(&state, session, ctx).await })
-            .await
+        // Boxed: the handlers' futures are large, and nesting them inline in
+        // the scope's future overflows the stack of unoptimised builds.
+        let (result, upstream_time) =
+            crate::scope::serve(id, Box::pin(serve(&state, session, ctx))).await;
+        ctx.upstream_time = upstream_time;
+        result
     }
     async fn upstream_peer(
         &self,
@@ -147,6 +147,10 @@ impl ProxyHttp for Gateway {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        metrics
+            .gateway_overhead
+            .with_label_values(&[route])
+            .observe(elapsed.saturating_sub(ctx.upstream_time).as_secs_f64());
         if state.config.access_log.enabled {
             log::info!(
                 target: "access",

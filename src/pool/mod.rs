@@ -562,6 +562,7 @@ impl Attempt<'_> {
     /// Records how the attempt ended and stops counting it in flight.
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
+        crate::scope::add_upstream_time(self.started.elapsed());
         self.upstream
             .shared
             .in_flight

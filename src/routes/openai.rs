@@ -795,7 +795,7 @@ fn response_header(
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
     header.insert_header("X-Upstream", upstream)?;
-    if let Ok(id) = crate::proxy::REQUEST_ID.try_with(|id| id.clone()) {
+    if let Some(id) = crate::scope::request_id() {
         header.insert_header("X-Request-Id", &*id)?;
     }
     Ok(header)
