@@ -30,11 +30,28 @@ struct Args {
     /// Take over the listening sockets of a running gateway (then send it SIGQUIT).
     #[arg(long, short = 'u')]
     upgrade: bool,
+    /// Run one simulated vLLM upstream on ADDR instead of the gateway (for
+    /// load benchmarks and soak runs); it answers at once unless
+    /// --sim-ttft-ms sets a time to first token.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["config", "check", "demo"])]
+    sim_upstream: Option<String>,
+    /// Time to first token of --sim-upstream, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        requires = "sim_upstream"
+    )]
+    sim_ttft_ms: u64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     context7_lb::logging::init();
+
+    if let Some(address) = &args.sim_upstream {
+        return run_sim_upstream(address, args.sim_ttft_ms);
+    }
 
     let config = if args.demo {
         let listen = args.listen.clone().unwrap_or_else(|| {
@@ -97,4 +114,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--sim-upstream`: one simulated vLLM upstream until the process is stopped.
+fn run_sim_upstream(address: &str, ttft_ms: u64) -> ExitCode {
+    let Ok(address) = address.parse::<std::net::SocketAddr>() else {
+        eprintln!("--sim-upstream: {address:?} is not an address and port");
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("--sim-upstream: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let config = context7_lb::sim::SimConfig::new(&format!("sim-{}", address.port()))
+            .ttft(std::time::Duration::from_millis(ttft_ms));
+        match context7_lb::sim::SimUpstream::start_on(address, config).await {
+            Ok(sim) => {
+                println!("simulated upstream on {}", sim.base_url());
+                let _ = tokio::signal::ctrl_c().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("--sim-upstream: cannot listen on {address}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

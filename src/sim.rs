@@ -139,7 +139,7 @@ impl RecordedRequest {
 
 struct SimState {
     config: Mutex<SimConfig>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<std::collections::VecDeque<RecordedRequest>>,
     chat_requests: AtomicU64,
     health_requests: AtomicU64,
     cancelled_streams: AtomicU64,
@@ -164,7 +164,7 @@ impl SimUpstream {
         let address = listener.local_addr()?;
         let state = Arc::new(SimState {
             config: Mutex::new(config),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(std::collections::VecDeque::new()),
             chat_requests: AtomicU64::new(0),
             health_requests: AtomicU64::new(0),
             cancelled_streams: AtomicU64::new(0),
@@ -202,7 +202,13 @@ impl SimUpstream {
 
     /// Requests received so far (the last 1000).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state.requests.lock().expect("sim log lock").clone()
+        self.state
+            .requests
+            .lock()
+            .expect("sim log lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Completion requests (chat and text) received so far.
@@ -308,9 +314,9 @@ async fn handle(
     {
         let mut log = state.requests.lock().expect("sim log lock");
         if log.len() >= RECORDED_REQUESTS {
-            log.remove(0);
+            log.pop_front();
         }
-        log.push(recorded.clone());
+        log.push_back(recorded.clone());
     }
     let config = state.config.lock().expect("sim config lock").clone();
     let path = recorded.path.as_str();

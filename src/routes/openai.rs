@@ -169,36 +169,44 @@ fn scrub(text: &str, key: Option<&str>) -> String {
 pub struct ParsedRequest {
     pub model: String,
     pub stream: bool,
-    object: Map<String, Value>,
     original: Bytes,
 }
 
 impl ParsedRequest {
+    /// Reads `model` and `stream` without building the rest of the document:
+    /// the other fields are only checked for well-formedness (borrowed raw
+    /// values), so a long conversation costs one scan, not a tree.
     pub fn parse(body: Bytes) -> Result<ParsedRequest, OpenAiError> {
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            OpenAiError::new(
-                400,
-                "invalid_request_error",
-                format!("We could not parse the JSON body of your request: {e}"),
-            )
-        })?;
-        let Value::Object(object) = value else {
-            return Err(OpenAiError::new(
-                400,
-                "invalid_request_error",
-                "The request body must be a JSON object.",
-            ));
-        };
-        let model = match object.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(_) => {
-                return Err(OpenAiError::new(
-                    400,
-                    "invalid_request_error",
-                    "`model` must be a non-empty string.",
-                )
-                .param("model"));
-            }
+        use serde_json::value::RawValue;
+        use std::borrow::Cow;
+        let fields: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+            serde_json::from_slice(&body).map_err(|e| {
+                if e.classify() == serde_json::error::Category::Data {
+                    OpenAiError::new(
+                        400,
+                        "invalid_request_error",
+                        "The request body must be a JSON object.",
+                    )
+                } else {
+                    OpenAiError::new(
+                        400,
+                        "invalid_request_error",
+                        format!("We could not parse the JSON body of your request: {e}"),
+                    )
+                }
+            })?;
+        let model = match fields.get("model") {
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(m) if !m.is_empty() => m,
+                _ => {
+                    return Err(OpenAiError::new(
+                        400,
+                        "invalid_request_error",
+                        "`model` must be a non-empty string.",
+                    )
+                    .param("model"));
+                }
+            },
             None => {
                 return Err(OpenAiError::new(
                     400,
@@ -208,9 +216,9 @@ impl ParsedRequest {
                 .param("model"));
             }
         };
-        let stream = match object.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
+        let stream = match fields.get("stream").map(|raw| raw.get()) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
             Some(_) => {
                 return Err(OpenAiError::new(
                     400,
@@ -220,10 +228,10 @@ impl ParsedRequest {
                 .param("stream"));
             }
         };
+        drop(fields);
         Ok(ParsedRequest {
             model,
             stream,
-            object,
             original: body,
         })
     }
@@ -234,7 +242,9 @@ impl ParsedRequest {
         if served == self.model {
             return self.original.clone();
         }
-        let mut object = self.object.clone();
+        let Ok(mut object) = serde_json::from_slice::<Map<String, Value>>(&self.original) else {
+            return self.original.clone();
+        };
         object.insert("model".into(), Value::String(served.to_string()));
         serde_json::to_vec(&Value::Object(object))
             .map(Bytes::from)
@@ -578,14 +588,27 @@ impl OpenAiService {
         };
         let latency = attempt.elapsed();
         attempt.finish(Outcome::Success(latency));
-        let usage = serde_json::from_slice::<Value>(&reply.body)
-            .ok()
-            .and_then(|v| v.get("usage").cloned());
+        // Only `usage` is read; serde skips the rest without building it.
+        #[derive(serde::Deserialize)]
+        struct Usage {
+            #[serde(default)]
+            prompt_tokens: u64,
+            #[serde(default)]
+            completion_tokens: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct WithUsage {
+            usage: Option<Usage>,
+        }
         let mut tokens = None;
-        if let Some(usage) = usage {
-            let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-            self.count_tokens(upstream, served, n("prompt_tokens"), n("completion_tokens"));
-            tokens = Some(n("prompt_tokens") + n("completion_tokens"));
+        if let Ok(WithUsage { usage: Some(usage) }) = serde_json::from_slice(&reply.body) {
+            self.count_tokens(
+                upstream,
+                served,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
+            tokens = Some(usage.prompt_tokens + usage.completion_tokens);
         }
         let content_type = reply
             .header_str("content-type")

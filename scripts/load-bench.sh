@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Load benchmark, all on this machine in one run: two simulated vLLM upstreams
+# answering at once, nginx (Debian) as a plain reverse proxy to them, and the
+# gateway in front of the same upstreams. oha drives each target at a fixed
+# concurrency for a bounded time, then at half the gateway's saturation rate.
+#
+#   scripts/load-bench.sh                  # 10 s per case, 64 connections
+#   DURATION=30s CONCURRENCY=128 scripts/load-bench.sh
+#
+# Prints requests/s, p50, p99, p99.9, errors and peak RSS per case, and the
+# ratios to nginx; writes the same table to target/load-bench/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-64}
+WARMUP=${WARMUP:-2s}
+THREADS=${THREADS:-2}
+
+source scripts/build-deps.sh
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "==> installing nginx-light"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nginx-light >/dev/null
+fi
+OHA=target/tools/bin/oha
+if [ ! -x "$OHA" ]; then
+  echo "==> installing oha (load generator) into target/tools"
+  CARGO_TARGET_DIR=target/oha-build cargo install oha --locked --root target/tools --quiet
+fi
+echo "==> cargo build --release"
+cargo build --release --quiet
+BIN=target/release/context7-lb
+
+out=target/load-bench
+rm -rf "$out" && mkdir -p "$out"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$out/nginx.pid" ] && kill "$(cat "$out/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  return 1
+}
+
+S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
+"$BIN" --sim-upstream "127.0.0.1:$S1" >"$out/sim1.log" 2>&1 & pids+=($!)
+"$BIN" --sim-upstream "127.0.0.1:$S2" >"$out/sim2.log" 2>&1 & pids+=($!)
+wait_http "http://127.0.0.1:$S1/ping"
+wait_http "http://127.0.0.1:$S2/ping"
+
+cat >"$out/nginx.conf" <<EOF
+worker_processes $THREADS;
+pid $PWD/$out/nginx.pid;
+error_log $PWD/$out/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $PWD/$out/nginx-body;
+  proxy_temp_path $PWD/$out/nginx-proxy;
+  upstream sims {
+    server 127.0.0.1:$S1;
+    server 127.0.0.1:$S2;
+    keepalive 256;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://sims;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+nginx -c "$PWD/$out/nginx.conf" -p "$PWD/$out" & pids+=($!)
+wait_http "http://127.0.0.1:$NGINX_PORT/ping"
+
+cat >"$out/gateway.yaml" <<EOF
+listen: "127.0.0.1:$GW_PORT"
+threads: $THREADS
+access_log:
+  enabled: false
+upstreams:
+  - name: sim1
+    base_url: "http://127.0.0.1:$S1/v1"
+  - name: sim2
+    base_url: "http://127.0.0.1:$S2/v1"
+EOF
+RUST_LOG=warn "$BIN" --config "$out/gateway.yaml" >"$out/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
+for _ in $(seq 1 100); do
+  [ "$(curl -fsS "http://127.0.0.1:$GW_PORT/ping" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["upstreams"]["healthy"])' 2>/dev/null)" = 2 ] && break
+  sleep 0.1
+done
+NGINX_MASTER=$(cat "$out/nginx.pid")
+
+CHAT='{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"What is vLLM?"}],"max_tokens":16}'
+RESEARCH='{"query":"What is vLLM?","max_tokens":100}'
+
+# Peak resident memory (VmHWM) of a process and its children, in MB.
+peak_rss() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + kb))
+  done
+  awk -v kb="$total" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+
+# run NAME URL BODY [RATE]: one oha run, summarised as a JSON line.
+run() {
+  local name=$1 url=$2 body=$3 rate=${4:-}
+  local args=(--no-tui --output-format json -c "$CONCURRENCY" -m POST -H 'Content-Type: application/json' -d "$body")
+  [ -n "$rate" ] && args+=(-q "$rate")
+  "$OHA" "${args[@]}" -z "$WARMUP" "$url" >/dev/null
+  "$OHA" "${args[@]}" -z "$DURATION" "$url" >"$out/$name.json"
+  python3 - "$out/$name.json" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, p = r["summary"], r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(r.get("errorDistribution", {}).values())
+print(json.dumps({"name": sys.argv[2], "rps": s["requestsPerSec"], "p50": p["p50"] * 1000,
+                  "p99": p["p99"] * 1000, "p999": p["p99.9"] * 1000, "ok": ok, "errors": errors}))
+PY
+}
+
+echo "==> $CONCURRENCY connections, $DURATION per case (after $WARMUP warm-up), $THREADS worker threads for nginx and the gateway"
+{
+  run upstream-direct "http://127.0.0.1:$S1/v1/chat/completions" "$CHAT"
+  run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$CHAT"
+  echo "{\"rss\": \"nginx\", \"mb\": $(peak_rss "$NGINX_MASTER")}"
+  run gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT"
+  run gateway-research "http://127.0.0.1:$GW_PORT/v1/research" "$RESEARCH"
+  echo "{\"rss\": \"gateway\", \"mb\": $(peak_rss "$GW_PID")}"
+} | tee "$out/runs.jsonl"
+
+# Half the gateway's saturation rate: what the gateway adds at p99 when it is not the bottleneck.
+HALF=$(python3 -c "import json; rs=[json.loads(l) for l in open('$out/runs.jsonl')]; print(int(next(r['rps'] for r in rs if r.get('name')=='gateway-chat')/2))")
+echo "==> at half the gateway's saturation rate: $HALF requests/s"
+{
+  run half-upstream-direct "http://127.0.0.1:$S1/v1/chat/completions" "$CHAT" "$HALF"
+  run half-nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$CHAT" "$HALF"
+  run half-gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT" "$HALF"
+} | tee -a "$out/runs.jsonl"
+
+python3 - "$out/runs.jsonl" "$out/results.md" "$CONCURRENCY" "$DURATION" <<'PY'
+import json, sys, platform, os
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {r["name"]: r for r in runs if "name" in r}
+rss = {r["rss"]: r["mb"] for r in runs if "rss" in r}
+nginx = by["nginx"]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+lines = [f"Machine: {cpu}, {os.cpu_count()} cores; {sys.argv[3]} connections, {sys.argv[4]} per case; load generator, upstreams and proxies on the same machine.", "",
+         "| case | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MB | rps / nginx | p99 / nginx |",
+         "|---|---|---|---|---|---|---|---|---|"]
+for name, label, mem in [("upstream-direct", "upstream directly", ""), ("nginx", "nginx → upstreams", rss.get("nginx", "")),
+                         ("gateway-chat", "gateway /v1/chat/completions", rss.get("gateway", "")), ("gateway-research", "gateway /v1/research", rss.get("gateway", ""))]:
+    r = by[name]
+    lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} | {mem} | "
+                 f"{r['rps']/nginx['rps']:.2f} | {r['p99']/nginx['p99']:.2f} |")
+h = {k[5:]: v for k, v in by.items() if k.startswith("half-")}
+lines += ["", f"At half the gateway's saturation rate ({int(by['gateway-chat']['rps']/2)} requests/s):", "",
+          "| case | p50 ms | p99 ms | p99.9 ms | errors |", "|---|---|---|---|---|"]
+for name in ["upstream-direct", "nginx", "gateway-chat"]:
+    r = h[name]
+    lines.append(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} |")
+lines += ["", f"Gateway-added p99 at half saturation: {h['gateway-chat']['p99'] - h['upstream-direct']['p99']:.2f} ms "
+          f"(nginx adds {h['nginx']['p99'] - h['upstream-direct']['p99']:.2f} ms)."]
+text = "\n".join(lines)
+open(sys.argv[2], "w").write(text + "\n")
+print(text)
+PY
