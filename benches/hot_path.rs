@@ -64,5 +64,49 @@ fn selection(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, research, selection);
+fn metrics(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    c.bench_function("metrics/record_request", |b| {
+        b.iter(|| {
+            metrics
+                .requests
+                .with_label_values(&[black_box("/v1/research"), "200"])
+                .inc();
+            metrics
+                .request_duration
+                .with_label_values(&["/v1/research"])
+                .observe(black_box(0.012));
+            metrics
+                .gateway_overhead
+                .with_label_values(&["/v1/research"])
+                .observe(black_box(0.0001));
+        })
+    });
+    c.bench_function("metrics/render", |b| b.iter(|| metrics.render()));
+}
+
+fn openai(c: &mut Criterion) {
+    let body = bytes::Bytes::from_static(
+        br#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"system","content":"You are a careful research assistant."},{"role":"user","content":"What is vLLM?"}],"max_tokens":256,"temperature":0.2,"stream":true}"#,
+    );
+    c.bench_function("openai/parse_request", |b| {
+        b.iter(|| context7_lb::routes::openai::ParsedRequest::parse(black_box(body.clone())))
+    });
+    let stream: Vec<u8> = (0..64)
+        .map(|i| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\" token{i}\"}}}}]}}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_string()))
+        .collect::<String>()
+        .into_bytes();
+    c.bench_function("sse/watch_64_events", |b| {
+        b.iter(|| {
+            let mut w = context7_lb::sse::SseWatcher::new();
+            for chunk in stream.chunks(97) {
+                w.feed(black_box(chunk));
+            }
+            w.done()
+        })
+    });
+}
+
+criterion_group!(benches, research, selection, metrics, openai);
 criterion_main!(benches);
