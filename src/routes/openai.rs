@@ -566,12 +566,26 @@ impl OpenAiService {
             }
             Ok(Ok(reply)) => reply,
         };
+        // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
+        // from a proxy in between, a body cut short under a matching
+        // Content-Length) would reach the client as a broken 200.
+        let answer = match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(answer) => answer,
+            Err(e) => {
+                attempt.finish(Outcome::Failure(format!("answer is not JSON: {e}")));
+                return Err(Failed::Answer(failure(
+                    502,
+                    "upstream_error",
+                    format!(
+                        "Upstream {} sent an answer that is not JSON: {e}",
+                        upstream.name
+                    ),
+                )));
+            }
+        };
         let latency = attempt.elapsed();
         attempt.finish(Outcome::Success(latency));
-        let usage = serde_json::from_slice::<Value>(&reply.body)
-            .ok()
-            .and_then(|v| v.get("usage").cloned());
-        if let Some(usage) = usage {
+        if let Some(usage) = answer.get("usage") {
             let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
             self.count_tokens(upstream, served, n("prompt_tokens"), n("completion_tokens"));
         }
@@ -622,10 +636,12 @@ impl OpenAiService {
         {
             Err(_) => {
                 attempt.finish(Outcome::Failure("no first token in time".into()));
-                let error = failure(
+                // The same type as a non-streamed request's timeout.
+                let mut error = failure(
                     504,
                     format!("Upstream {} sent no token in time.", upstream.name),
                 );
+                error.kind = "timeout".into();
                 return Err(if first_byte_deadline < deadline {
                     Failed::Retry(error)
                 } else {
