@@ -2,6 +2,7 @@
 //! research service, proxy service and metrics, inside a Pingora server.
 
 use crate::config::Config;
+use crate::guard::ClientLimits;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
@@ -34,6 +35,7 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
         research: ResearchService::new(config, pool.clone(), metrics.clone()),
         openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
         max_body_bytes: config.limits.max_body_bytes,
+        client: ClientLimits::from_config(&config.limits),
         ping_always_200: config.ping_always_200,
         mcp: McpServer::new(&config.mcp),
     });
@@ -54,10 +56,13 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     server.bootstrap();
 
     let listen = config.listen_addr();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // Pingora's HTTP proxy behind the client guard (see `guard`).
+    let mut proxy = crate::guard::proxy_service(
         &server.configuration,
         Gateway::new(state.clone()),
         "context7-lb",
+        ClientLimits::from_config(&config.limits),
+        metrics.clone(),
     );
     proxy.add_tcp(&listen.to_string());
     server.add_service(proxy);

@@ -6,6 +6,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

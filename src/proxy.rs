@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` phases: route each request, answer local and
 //! research routes, record metrics and one access-log line per request.
 
+use crate::guard::{self, ClientLimits};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes::mcp::{self, McpServer};
@@ -9,6 +10,7 @@ use crate::routes::research::{ResearchRequest, ResearchService};
 use crate::routes::{Reply, Route, local};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use humantime::format_duration;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -23,6 +25,8 @@ pub struct AppState {
     pub openai: OpenAiService,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Limits on clients: head size, head and body deadlines, keep-alive.
+    pub client: ClientLimits,
     /// `/ping` answers 200 whatever the upstreams' state.
     pub ping_always_200: bool,
     /// The MCP transport's origin policy and sessions.
@@ -64,6 +68,14 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let header = session.req_header();
         ctx.route = Route::of(header.method.as_str(), header.uri.path());
+        let takes_body = matches!(
+            ctx.route,
+            Route::Research | Route::Mcp | Route::ChatCompletions | Route::Completions
+        );
+        if let Some(refusal) = guard::screen(session, &self.state.client, takes_body) {
+            write_reply(session, ctx, refusal).await?;
+            return Ok(true);
+        }
         let reply = match ctx.route {
             Route::Ping => local::ping(&self.state.pool, self.state.ping_always_200),
             Route::Status => local::status(&self.state.pool),
@@ -96,6 +108,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        guard::request_done(session);
         let status = match (ctx.status, error) {
             (0, Some(_)) => 500,
             (0, None) => session.response_written().map_or(0, |r| r.status.as_u16()),
@@ -132,7 +145,14 @@ impl Gateway {
     /// `POST /v1/research`: checks the envelope, reads the body within the
     /// limit, validates it and runs it through the research service.
     async fn research(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
+        let body = match read_json_body(
+            session,
+            self.state.max_body_bytes,
+            self.state.client.body_timeout,
+            true,
+        )
+        .await?
+        {
             Ok(body) => body,
             Err(BodyRefused::MediaType(content_type)) => {
                 return Ok(Reply::detail(
@@ -144,6 +164,15 @@ impl Gateway {
                 return Ok(Reply::detail(
                     413,
                     format!("Request body larger than the limit of {limit} bytes"),
+                ));
+            }
+            Err(BodyRefused::TimedOut(limit)) => {
+                return Ok(Reply::detail(
+                    408,
+                    format!(
+                        "Request body not received within {}",
+                        format_duration(limit)
+                    ),
                 ));
             }
         };
@@ -173,7 +202,14 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<bool> {
-        let body = match read_json_body(session, self.state.max_body_bytes, true).await? {
+        let body = match read_json_body(
+            session,
+            self.state.max_body_bytes,
+            self.state.client.body_timeout,
+            true,
+        )
+        .await?
+        {
             Ok(body) => body,
             Err(BodyRefused::MediaType(content_type)) => {
                 let error = OpenAiError::new(
@@ -189,6 +225,18 @@ impl Gateway {
                     413,
                     "invalid_request_error",
                     format!("The request body is larger than the limit of {limit} bytes."),
+                );
+                write_reply(session, ctx, error.reply()).await?;
+                return Ok(true);
+            }
+            Err(BodyRefused::TimedOut(limit)) => {
+                let error = OpenAiError::new(
+                    408,
+                    "invalid_request_error",
+                    format!(
+                        "The request body was not received within {}.",
+                        format_duration(limit)
+                    ),
                 );
                 write_reply(session, ctx, error.reply()).await?;
                 return Ok(true);
@@ -222,8 +270,25 @@ impl Gateway {
         }
         let body = if is_post {
             // The MCP server judges the content type itself.
-            match read_json_body(session, self.state.max_body_bytes, false).await? {
+            match read_json_body(
+                session,
+                self.state.max_body_bytes,
+                self.state.client.body_timeout,
+                false,
+            )
+            .await?
+            {
                 Ok(body) => body,
+                Err(BodyRefused::TimedOut(limit)) => {
+                    return Ok(mcp::transport_error(
+                        408,
+                        mcp::TRANSPORT_ERROR,
+                        format!(
+                            "Request Timeout: the body was not received within {}",
+                            format_duration(limit)
+                        ),
+                    ));
+                }
                 Err(_) => return Ok(mcp::body_too_large(self.state.max_body_bytes)),
             }
         } else {
@@ -241,6 +306,8 @@ enum BodyRefused {
     MediaType(String),
     /// Larger than the limit (declared, or found while reading).
     TooLarge(usize),
+    /// Not all there within `limits.client_body_timeout`.
+    TimedOut(std::time::Duration),
 }
 
 /// Reads a request body within `limit` bytes. A body refused before it is
@@ -251,6 +318,7 @@ enum BodyRefused {
 async fn read_json_body(
     session: &mut Session,
     limit: usize,
+    timeout: std::time::Duration,
     check_type: bool,
 ) -> Result<std::result::Result<Bytes, BodyRefused>> {
     let header = session.req_header();
@@ -275,7 +343,12 @@ async fn read_json_body(
     if expects_continue {
         session.write_continue_response().await?;
     }
-    match read_body(session, limit).await? {
+    // The whole body within the deadline, however slowly it trickles in.
+    let Ok(read) = tokio::time::timeout(timeout, read_body(session, limit)).await else {
+        session.set_keepalive(None);
+        return Ok(Err(BodyRefused::TimedOut(timeout)));
+    };
+    match read? {
         Some(body) => Ok(Ok(body)),
         None => {
             session.set_keepalive(None);
@@ -341,8 +414,10 @@ fn status_label(status: u16) -> &'static str {
         404 => "404",
         405 => "405",
         406 => "406",
+        408 => "408",
         413 => "413",
         415 => "415",
+        431 => "431",
         422 => "422",
         429 => "429",
         500 => "500",
