@@ -90,7 +90,9 @@ fn openai(c: &mut Criterion) {
         br#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"system","content":"You are a careful research assistant."},{"role":"user","content":"What is vLLM?"}],"max_tokens":256,"temperature":0.2,"stream":true}"#,
     );
     c.bench_function("openai/parse_request", |b| {
-        b.iter(|| context7_lb::routes::openai::ParsedRequest::parse(black_box(body.clone())))
+        b.iter(|| {
+            context7_lb::routes::openai::ParsedRequest::parse(black_box(body.clone())).is_ok()
+        })
     });
     let stream: Vec<u8> = (0..64)
         .map(|i| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\" token{i}\"}}}}]}}\n\n"))

@@ -5,6 +5,7 @@
 use crate::auth::{ClientKeys, RateLimit};
 use crate::cache::ResearchCache;
 use crate::config::{Config, ConfigError};
+use crate::guard::ClientLimits;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
@@ -55,6 +56,7 @@ pub fn build_state(
         research: ResearchService::new(config, pool.clone(), metrics.clone()),
         openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
         keys: ClientKeys::from_config(&config.auth)?,
+        client: ClientLimits::from_config(&config.limits),
         rate_limit,
         cache,
         mcp,
@@ -97,10 +99,13 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     server.bootstrap();
 
     let listen = config.listen_addr();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // Pingora's HTTP proxy behind the client guard (see `guard`).
+    let mut proxy = crate::guard::proxy_service(
         &server.configuration,
         Gateway::new(state.clone(), in_flight.clone()),
         "context7-lb",
+        ClientLimits::from_config(&config.limits),
+        metrics.clone(),
     );
     proxy.add_tcp(&listen.to_string());
     for extra in [&config.metrics_listen, &config.health_listen]

@@ -116,6 +116,19 @@ impl UpstreamClient {
         self.open(upstream, req).await?.read_all(req.max_body).await
     }
 
+    /// Sends `req` to `address` (a health target elsewhere than the API, say)
+    /// and reads the whole answer.
+    pub async fn send_at(
+        &self,
+        address: SocketAddr,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<UpstreamReply, CallError> {
+        self.open_at(address, req)
+            .await?
+            .read_all(req.max_body)
+            .await
+    }
+
     /// Sends `req` to `upstream` and returns once the answer's header is in,
     /// leaving its body to be read chunk by chunk.
     pub async fn open<'c>(
@@ -302,10 +315,42 @@ async fn send_request(
         .ok_or_else(|| CallError::Io("no response header".into()))
 }
 
-/// A short description of a Pingora error, without its internal context chain.
+/// A Pingora error in one line: its type and the reason at the bottom of its
+/// chain (`ConnectRefused: Connection refused (os error 111)`,
+/// `TLSHandshakeFailure: invalid peer certificate: UnknownIssuer, SNI: …`),
+/// without the layers of context in between that repeat the address.
 fn describe(e: &pingora::Error) -> String {
-    match &e.cause {
-        Some(cause) => format!("{} ({cause})", e.etype.as_str()),
+    let mut contexts = Vec::new();
+    let mut root_cause = None;
+    let mut level = Some(e);
+    while let Some(error) = level {
+        if let Some(context) = &error.context {
+            contexts.push(context.to_string());
+        }
+        level = match &error.cause {
+            None => None,
+            Some(cause) => match cause.downcast_ref::<Box<pingora::Error>>() {
+                Some(inner) => Some(inner),
+                None => match cause.downcast_ref::<pingora::Error>() {
+                    Some(inner) => Some(inner),
+                    None => {
+                        root_cause = Some(cause.to_string());
+                        None
+                    }
+                },
+            },
+        };
+    }
+    // A context that embeds a formatted chain (a TLS failure's) holds the
+    // reason as its last cause; otherwise the operating system's own words
+    // (the cause at the bottom); otherwise the outermost context.
+    let reason = contexts
+        .iter()
+        .find_map(|c| c.rsplit_once(" cause: ").map(|(_, last)| last.to_string()))
+        .or(root_cause)
+        .or_else(|| contexts.first().cloned());
+    match reason {
+        Some(reason) => format!("{}: {}", e.etype.as_str(), reason.trim()),
         None => e.etype.as_str().to_string(),
     }
 }

@@ -441,13 +441,35 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Largest upstream answer the gateway reads on routes it rewrites.
     pub max_upstream_body_bytes: usize,
+    /// Largest request head (request line and header fields, up to the blank
+    /// line); a larger one gets 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a whole request head, from its first byte
+    /// (from the accept on a new connection); past it: 408 and close.
+    #[serde(with = "duration_text")]
+    pub client_header_timeout: Duration,
+    /// Time a client has to send a whole request body, from the end of its
+    /// head; past it: 408 and close.
+    #[serde(with = "duration_text")]
+    pub client_body_timeout: Duration,
+    /// A client connection idle this long between two requests is closed.
+    #[serde(with = "duration_text")]
+    pub client_keepalive_timeout: Duration,
 }
+
+/// Pingora refuses request heads over 1 MiB (its `MAX_HEADER_SIZE`) with 400
+/// before the gateway sees them, so a larger limit could never apply.
+pub const MAX_HEADER_BYTES_CEILING: usize = 1_048_575;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_upstream_body_bytes: 16 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            client_header_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(30),
+            client_keepalive_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -883,6 +905,33 @@ impl Config {
         }
         if self.limits.max_body_bytes == 0 {
             problem("limits.max_body_bytes", "must be at least 1".into());
+        }
+        if !(1024..=MAX_HEADER_BYTES_CEILING).contains(&self.limits.max_header_bytes) {
+            problem(
+                "limits.max_header_bytes",
+                format!(
+                    "{} must be between 1024 and {MAX_HEADER_BYTES_CEILING} (Pingora's own ceiling)",
+                    self.limits.max_header_bytes
+                ),
+            );
+        }
+        for (at, d) in [
+            (
+                "limits.client_header_timeout",
+                self.limits.client_header_timeout,
+            ),
+            (
+                "limits.client_body_timeout",
+                self.limits.client_body_timeout,
+            ),
+            (
+                "limits.client_keepalive_timeout",
+                self.limits.client_keepalive_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                problem(at, "must be longer than zero".into());
+            }
         }
         if self.limits.max_upstream_body_bytes < 1024 {
             problem(

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

@@ -4,6 +4,7 @@
 use crate::auth::{ClientId, ClientKeys, RateLimit, Refusal};
 use crate::cache::{CacheKey, CacheOutcome, ResearchCache};
 use crate::config::{Config, LogFormat};
+use crate::guard::{self, ClientLimits};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes::mcp::{self, McpServer};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub research: ResearchService,
     pub openai: OpenAiService,
     pub keys: ClientKeys,
+    /// Limits on clients: head size, head and body deadlines, keep-alive.
+    pub client: ClientLimits,
     pub rate_limit: Arc<RateLimit>,
     pub cache: Option<Arc<ResearchCache>>,
     /// The MCP transport's origin policy and sessions (kept across reloads).
@@ -130,6 +133,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        guard::request_done(session);
+        guard::request_done(session);
         let status = match (ctx.status, error) {
             (0, Some(_)) => 500,
             (0, None) => session.response_written().map_or(0, |r| r.status.as_u16()),
@@ -227,6 +232,14 @@ fn access_line(
 async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     let header = session.req_header();
     ctx.route = Route::of(header.method.as_str(), header.uri.path());
+    let takes_body = matches!(
+        ctx.route,
+        Route::Research | Route::Mcp | Route::ChatCompletions | Route::Completions
+    );
+    if let Some(refusal) = guard::screen(session, &state.client, takes_body) {
+        write_reply(session, ctx, refusal).await?;
+        return Ok(true);
+    }
     if let Some(reply) = listener_refusal(state, session, ctx.route) {
         write_reply(session, ctx, reply).await?;
         return Ok(true);
@@ -433,8 +446,24 @@ fn refused(route: Route, refusal: &Refusal) -> Reply {
 /// `POST /v1/research`: checks the envelope, reads the body within the
 /// limit, validates it and runs it through the research service.
 async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-    let body = match read_json_body(session, state.config.limits.max_body_bytes, true).await? {
+    let body = match read_json_body(
+        session,
+        state.config.limits.max_body_bytes,
+        state.client.body_timeout,
+        true,
+    )
+    .await?
+    {
         Ok(body) => body,
+        Err(BodyRefused::TimedOut(limit)) => {
+            return Ok(Reply::detail(
+                408,
+                format!(
+                    "Request body not received within {}",
+                    humantime::format_duration(limit)
+                ),
+            ));
+        }
         Err(BodyRefused::MediaType(content_type)) => {
             return Ok(Reply::detail(
                 415,
@@ -513,8 +542,27 @@ async fn openai(
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
 ) -> Result<bool> {
-    let body = match read_json_body(session, state.config.limits.max_body_bytes, true).await? {
+    let body = match read_json_body(
+        session,
+        state.config.limits.max_body_bytes,
+        state.client.body_timeout,
+        true,
+    )
+    .await?
+    {
         Ok(body) => body,
+        Err(BodyRefused::TimedOut(limit)) => {
+            let error = OpenAiError::new(
+                408,
+                "invalid_request_error",
+                format!(
+                    "The request body was not received within {}.",
+                    humantime::format_duration(limit)
+                ),
+            );
+            write_reply(session, ctx, error.reply()).await?;
+            return Ok(true);
+        }
         Err(BodyRefused::MediaType(content_type)) => {
             let error = OpenAiError::new(
                 415,
@@ -563,8 +611,25 @@ async fn mcp(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> R
     }
     let body = if is_post {
         // The MCP server judges the content type itself.
-        match read_json_body(session, state.config.limits.max_body_bytes, false).await? {
+        match read_json_body(
+            session,
+            state.config.limits.max_body_bytes,
+            state.client.body_timeout,
+            false,
+        )
+        .await?
+        {
             Ok(body) => body,
+            Err(BodyRefused::TimedOut(limit)) => {
+                return Ok(mcp::transport_error(
+                    408,
+                    mcp::TRANSPORT_ERROR,
+                    format!(
+                        "Request Timeout: the body was not received within {}",
+                        humantime::format_duration(limit)
+                    ),
+                ));
+            }
             Err(_) => return Ok(mcp::body_too_large(state.config.limits.max_body_bytes)),
         }
     } else {
@@ -581,6 +646,8 @@ enum BodyRefused {
     MediaType(String),
     /// Larger than the limit (declared, or found while reading).
     TooLarge(usize),
+    /// Not all there within `limits.client_body_timeout`.
+    TimedOut(std::time::Duration),
 }
 
 /// Reads a request body within `limit` bytes. A body refused before it is
@@ -591,6 +658,7 @@ enum BodyRefused {
 async fn read_json_body(
     session: &mut Session,
     limit: usize,
+    timeout: std::time::Duration,
     check_type: bool,
 ) -> Result<std::result::Result<Bytes, BodyRefused>> {
     let header = session.req_header();
@@ -615,7 +683,12 @@ async fn read_json_body(
     if expects_continue {
         session.write_continue_response().await?;
     }
-    match read_body(session, limit).await? {
+    // The whole body within the deadline, however slowly it trickles in.
+    let Ok(read) = tokio::time::timeout(timeout, read_body(session, limit)).await else {
+        session.set_keepalive(None);
+        return Ok(Err(BodyRefused::TimedOut(timeout)));
+    };
+    match read? {
         Some(body) => Ok(Ok(body)),
         None => {
             session.set_keepalive(None);
@@ -684,8 +757,10 @@ fn status_label(status: u16) -> &'static str {
         404 => "404",
         405 => "405",
         406 => "406",
+        408 => "408",
         413 => "413",
         415 => "415",
+        431 => "431",
         422 => "422",
         429 => "429",
         500 => "500",

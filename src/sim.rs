@@ -51,6 +51,13 @@ pub struct SimConfig {
     pub strict_model: bool,
     /// When set, chat and model requests need `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Non-streamed answers send their header (with the whole answer's
+    /// `Content-Length`) and this many bytes of the body, then the connection
+    /// is reset (TCP RST): a worker dying mid-answer. `Some(0)` resets right
+    /// after the header.
+    pub reset_body_after: Option<usize>,
+    /// `Retry-After` sent with simulated 429s, in seconds.
+    pub retry_after_secs: u64,
 }
 
 impl SimConfig {
@@ -69,6 +76,8 @@ impl SimConfig {
             cut_stream_after: None,
             strict_model: false,
             api_key: None,
+            reset_body_after: None,
+            retry_after_secs: 1,
         }
     }
 
@@ -143,6 +152,19 @@ struct SimState {
     chat_requests: AtomicU64,
     health_requests: AtomicU64,
     cancelled_streams: AtomicU64,
+    /// TCP connections accepted and not yet closed.
+    open_connections: AtomicU64,
+    /// TCP connections accepted so far.
+    accepted_connections: AtomicU64,
+    /// TLS handshakes that failed (TLS variant only).
+    failed_handshakes: AtomicU64,
+}
+
+/// A certificate chain and its private key (DER) for [`SimUpstream::start_tls`].
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_chain: Vec<Vec<u8>>,
+    pub private_key: Vec<u8>,
 }
 
 /// A running simulated upstream; stops when dropped.
@@ -160,6 +182,44 @@ impl SimUpstream {
 
     /// Starts on a given address (port 0 for an ephemeral one).
     pub async fn start_on(address: SocketAddr, config: SimConfig) -> std::io::Result<SimUpstream> {
+        SimUpstream::launch(address, config, None).await
+    }
+
+    /// Starts on an ephemeral loopback port, speaking HTTPS with `identity`
+    /// (a self-signed certificate, say, to see that the gateway refuses it).
+    pub async fn start_tls(
+        config: SimConfig,
+        identity: TlsIdentity,
+    ) -> std::io::Result<SimUpstream> {
+        use tokio_rustls::rustls;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = identity
+            .cert_chain
+            .into_iter()
+            .map(rustls::pki_types::CertificateDer::from)
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(identity.private_key)
+            .map_err(std::io::Error::other)?;
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(std::io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        SimUpstream::launch(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            config,
+            Some(acceptor),
+        )
+        .await
+    }
+
+    async fn launch(
+        address: SocketAddr,
+        config: SimConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<SimUpstream> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let state = Arc::new(SimState {
@@ -168,8 +228,11 @@ impl SimUpstream {
             chat_requests: AtomicU64::new(0),
             health_requests: AtomicU64::new(0),
             cancelled_streams: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
+            accepted_connections: AtomicU64::new(0),
+            failed_handshakes: AtomicU64::new(0),
         });
-        let server = tokio::spawn(serve(listener, state.clone()));
+        let server = tokio::spawn(serve(listener, state.clone(), tls));
         Ok(SimUpstream {
             address,
             state,
@@ -226,6 +289,23 @@ impl SimUpstream {
         self.state.health_requests.load(Ordering::Relaxed)
     }
 
+    /// TCP connections open right now (a leak check: the gateway's pooled
+    /// connections are included, so compare against a baseline).
+    pub fn open_connections(&self) -> u64 {
+        self.state.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted_connections(&self) -> u64 {
+        self.state.accepted_connections.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed, for the TLS variant (a client that
+    /// refused the certificate, say).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.state.failed_handshakes.load(Ordering::Relaxed)
+    }
+
     /// Stops listening and drops every open connection at once, as a crash would.
     pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -240,7 +320,11 @@ impl Drop for SimUpstream {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<SimState>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<SimState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Connections live in this set, so aborting the server aborts them too.
     let mut connections = JoinSet::new();
     loop {
@@ -249,13 +333,57 @@ async fn serve(listener: TcpListener, state: Arc<SimState>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let resets = state
+            .config
+            .lock()
+            .expect("sim config lock")
+            .reset_body_after
+            .is_some();
+        if resets {
+            // Closing then sends RST instead of FIN: a crash, not a goodbye.
+            let _ = stream.set_zero_linger();
+        }
+        state.accepted_connections.fetch_add(1, Ordering::Relaxed);
+        let open = OpenConnection::new(state.clone());
         let state = state.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
+            let open = open;
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Err(_) => {
+                        open.state.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            }
         });
+    }
+}
+
+/// Counts a connection as open for as long as it lives, however its task ends
+/// (closed, failed or aborted with the server).
+struct OpenConnection {
+    state: Arc<SimState>,
+}
+
+impl OpenConnection {
+    fn new(state: Arc<SimState>) -> OpenConnection {
+        state.open_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection { state }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.state.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -435,9 +563,14 @@ async fn complete(
             .unwrap_or_else(|| format!("simulated failure from {}", config.name));
         let mut response = openai_error(status, &message);
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert("retry-after", "1".parse().expect("valid header"));
+            response.headers_mut().insert(
+                "retry-after",
+                config
+                    .retry_after_secs
+                    .to_string()
+                    .parse()
+                    .expect("valid header"),
+            );
         }
         return response;
     }
@@ -489,14 +622,38 @@ async fn complete(
             json!({"index": 0, "text": text, "finish_reason": "length", "logprobs": null}),
         ),
     };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "id": id, "object": object, "created": unix_time(), "model": config.model,
-            "choices": [choice],
-            "usage": usage,
-        }),
-    )
+    let answer = json!({
+        "id": id, "object": object, "created": unix_time(), "model": config.model,
+        "choices": [choice],
+        "usage": usage,
+    });
+    match config.reset_body_after {
+        None => json_response(StatusCode::OK, &answer),
+        Some(sent) => broken_answer(answer.to_string().into_bytes(), sent),
+    }
+}
+
+/// An answer whose header promises `body.len()` bytes, of which only `sent`
+/// arrive before the connection is reset.
+fn broken_answer(body: Vec<u8>, sent: usize) -> Response<SimBody> {
+    let (mut tx, channel) = Channel::<Bytes, std::io::Error>::new(1);
+    let length = body.len();
+    tokio::spawn(async move {
+        let part = Bytes::from(body).slice(..sent.min(length));
+        if !part.is_empty() {
+            let _ = tx.send(Frame::data(part)).await;
+        }
+        // Let the part leave before the reset, so the client sees a short body.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.abort(std::io::Error::other("simulated crash mid-answer"));
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("content-length", length)
+        .header("server", "sim-vllm")
+        .body(channel.boxed())
+        .expect("valid response")
 }
 
 fn stream(

@@ -296,3 +296,30 @@ async fn ping_is_204_while_initializing_and_503_when_nothing_is_routable() {
     stop(gw).await;
     hole_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_url_elsewhere_is_probed_there_while_requests_go_to_the_base_url() {
+    // Before the fix the probe went to the base URL's address with the
+    // health URL's path, so a health endpoint on another port was never asked.
+    let api = context7_lb::sim::SimUpstream::start(SimConfig::new("api"))
+        .await
+        .unwrap();
+    let health = context7_lb::sim::SimUpstream::start(SimConfig::new("health"))
+        .await
+        .unwrap();
+    let mut config = config();
+    config.health_check.discover_models = false;
+    config.upstreams.push(context7_lb::config::UpstreamConfig {
+        health_url: Some(format!("{}/ping", health.origin())),
+        ..upstream("api", &api, "k")
+    });
+    let gw = start(config).await;
+    assert!(gw.state.pool.upstreams()[0].is_healthy());
+    let (status, headers, _) = research(&gw, r#"{"query":"q"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-upstream"], "api");
+    assert!(health.health_requests() >= 1);
+    assert_eq!(api.health_requests(), 0, "the probe went to the API's port");
+    assert_eq!((api.chat_requests(), health.chat_requests()), (1, 0));
+    stop(gw).await;
+}

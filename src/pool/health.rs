@@ -145,27 +145,29 @@ impl HealthChecker {
 
     async fn probe(&self, up: &Upstream, config: &HealthCheckConfig) -> (CheckOutcome, String) {
         let target = &up.health_target;
+        // Requests go to the API's host; the probe goes to the health
+        // target's, which a `health_url` may put elsewhere: each is resolved
+        // on its own, so that neither takes the other's address.
         if up.needs_resolution() {
-            let host = (target.url.host.as_str(), target.url.port);
-            match tokio::net::lookup_host(host).await {
-                Ok(addrs) => {
-                    let addrs: Vec<_> = addrs.collect();
-                    if addrs.is_empty() {
-                        return (
-                            CheckOutcome::Down,
-                            format!("{} has no address", target.url.host),
-                        );
-                    }
-                    up.set_addresses(addrs);
-                }
-                Err(e) => {
-                    return (
-                        CheckOutcome::Down,
-                        format!("cannot resolve {}: {e}", target.url.host),
-                    );
-                }
+            let host = (up.base.host.as_str(), up.base.port);
+            match resolve(host).await {
+                Ok(addrs) => up.set_addresses(addrs),
+                Err(why) => return (CheckOutcome::Down, why),
             }
         }
+        if up.health_needs_resolution() {
+            let host = (target.url.host.as_str(), target.url.port);
+            match resolve(host).await {
+                Ok(addrs) => up.set_health_addresses(addrs),
+                Err(why) => return (CheckOutcome::Down, why),
+            }
+        }
+        let Some(address) = up.health_address() else {
+            return (
+                CheckOutcome::Down,
+                format!("{} has no address", target.url.host),
+            );
+        };
         let request = UpstreamRequest {
             method: "GET",
             url: &target.url,
@@ -178,7 +180,7 @@ impl HealthChecker {
             read_timeout: Some(config.timeout),
             accept: "application/json",
         };
-        let reply = match self.client.send(up, &request).await {
+        let reply = match self.client.send_at(address, &request).await {
             Ok(reply) => reply,
             Err(e) => return (CheckOutcome::Down, e.to_string()),
         };
@@ -239,6 +241,21 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.run(shutdown).await
+    }
+}
+
+/// A host's addresses, or why it has none (`cannot resolve …`, `… has no address`).
+async fn resolve((host, port): (&str, u16)) -> Result<Vec<std::net::SocketAddr>, String> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            if addrs.is_empty() {
+                Err(format!("{host} has no address"))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(format!("cannot resolve {host}: {e}")),
     }
 }
 

@@ -168,6 +168,9 @@ pub(super) struct UpstreamState {
     /// Models the upstream listed on `/v1/models`.
     discovered_models: RwLock<Vec<String>>,
     addresses: RwLock<Vec<SocketAddr>>,
+    /// Resolved addresses of the health target, when it is not on the API's
+    /// host and port (a `health_url` elsewhere); otherwise `addresses` serve.
+    health_addresses: RwLock<Vec<SocketAddr>>,
     health: AtomicU8,
     streaks: Mutex<Streaks>,
     pub(super) in_flight: AtomicU64,
@@ -277,10 +280,12 @@ impl Upstream {
             },
             None => health_target,
         };
-        let addresses = match base.host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, base.port)],
+        let literal = |url: &BaseUrl| match url.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, url.port)],
             Err(_) => Vec::new(),
         };
+        let addresses = literal(&base);
+        let health_addresses = literal(&health_target.url);
         Ok(Upstream {
             index,
             name: up.name.clone(),
@@ -310,6 +315,7 @@ impl Upstream {
             shared: Arc::new(UpstreamState {
                 discovered_models: RwLock::new(Vec::new()),
                 addresses: RwLock::new(addresses),
+                health_addresses: RwLock::new(health_addresses),
                 health: AtomicU8::new(Health::Unknown as u8),
                 streaks: Mutex::new(Streaks::default()),
                 in_flight: AtomicU64::new(0),
@@ -484,6 +490,37 @@ impl Upstream {
 
     pub fn set_addresses(&self, addresses: Vec<SocketAddr>) {
         if let Ok(mut a) = self.shared.addresses.write() {
+            *a = addresses;
+        }
+    }
+
+    /// Whether the health target is on another host or port than the API
+    /// (a `health_url` elsewhere), and so has addresses of its own.
+    pub fn health_is_elsewhere(&self) -> bool {
+        let target = &self.health_target.url;
+        (target.host.as_str(), target.port) != (self.base.host.as_str(), self.base.port)
+    }
+
+    /// Whether the health target's host is a name to resolve on its own.
+    pub fn health_needs_resolution(&self) -> bool {
+        self.health_is_elsewhere() && self.health_target.url.host.parse::<IpAddr>().is_err()
+    }
+
+    /// The address health probes connect to.
+    pub fn health_address(&self) -> Option<SocketAddr> {
+        if self.health_is_elsewhere() {
+            self.shared
+                .health_addresses
+                .read()
+                .ok()
+                .and_then(|a| a.first().copied())
+        } else {
+            self.address()
+        }
+    }
+
+    pub fn set_health_addresses(&self, addresses: Vec<SocketAddr>) {
+        if let Ok(mut a) = self.shared.health_addresses.write() {
             *a = addresses;
         }
     }

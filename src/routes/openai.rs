@@ -586,9 +586,10 @@ impl OpenAiService {
             }
             Ok(Ok(reply)) => reply,
         };
-        let latency = attempt.elapsed();
-        attempt.finish(Outcome::Success(latency));
-        // Only `usage` is read; serde skips the rest without building it.
+        // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
+        // from a proxy in between, a body cut short under a matching
+        // Content-Length) would reach the client as a broken 200. Only `usage`
+        // is read: serde checks the rest without building it.
         #[derive(serde::Deserialize)]
         struct Usage {
             #[serde(default)]
@@ -600,8 +601,24 @@ impl OpenAiService {
         struct WithUsage {
             usage: Option<Usage>,
         }
+        let usage = match serde_json::from_slice::<WithUsage>(&reply.body) {
+            Ok(answer) => answer.usage,
+            Err(e) => {
+                attempt.finish(Outcome::Failure(format!("answer is not JSON: {e}")));
+                return Err(Failed::Answer(failure(
+                    502,
+                    "upstream_error",
+                    format!(
+                        "Upstream {} sent an answer that is not JSON: {e}",
+                        upstream.name
+                    ),
+                )));
+            }
+        };
+        let latency = attempt.elapsed();
+        attempt.finish(Outcome::Success(latency));
         let mut tokens = None;
-        if let Ok(WithUsage { usage: Some(usage) }) = serde_json::from_slice(&reply.body) {
+        if let Some(usage) = usage {
             self.count_tokens(
                 upstream,
                 served,
@@ -658,10 +675,12 @@ impl OpenAiService {
         {
             Err(_) => {
                 attempt.finish(Outcome::Failure("no first token in time".into()));
-                let error = failure(
+                // The same type as a non-streamed request's timeout.
+                let mut error = failure(
                     504,
                     format!("Upstream {} sent no token in time.", upstream.name),
                 );
+                error.kind = "timeout".into();
                 return Err(if first_byte_deadline < deadline {
                     Failed::Retry(error)
                 } else {

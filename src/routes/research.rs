@@ -3,7 +3,7 @@
 //! the pool with retries, and the mapping of the answer back.
 
 use super::{Reply, iso_timestamp};
-use crate::client::{UpstreamClient, UpstreamRequest};
+use crate::client::{CallError, UpstreamClient, UpstreamRequest};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::{Outcome, Pool, Stop, Upstream};
@@ -457,7 +457,10 @@ impl ResearchService {
                 ));
             }
             Ok(Err(e)) => {
-                let retryable = e.before_answer();
+                // The answer is read whole before anything reaches the client,
+                // so a connection broken mid-answer is still retried elsewhere
+                // (as the OpenAI route does); only an oversized answer is final.
+                let retryable = !matches!(e, CallError::TooLarge(_));
                 self.count(
                     upstream,
                     if e.nothing_sent() {
