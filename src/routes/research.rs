@@ -94,19 +94,45 @@ impl ResearchRequest {
 
     /// The OpenAI chat-completion body sent upstream.
     pub fn chat_body(&self, model: &str, system_prompt: Option<&str>) -> Bytes {
-        let mut messages = Vec::with_capacity(2);
-        if let Some(system) = system_prompt {
-            messages.push(json!({"role": "system", "content": system}));
+        // Serialized straight from borrowed fields: no intermediate JSON tree.
+        #[derive(Serialize)]
+        struct Message<'a> {
+            role: &'static str,
+            content: &'a str,
         }
-        messages.push(json!({"role": "user", "content": self.query}));
-        let body = json!({
-            "model": model,
-            "messages": messages,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        });
+        #[derive(Serialize)]
+        struct ChatBody<'a> {
+            model: &'a str,
+            messages: &'a [Message<'a>],
+            max_tokens: i64,
+            temperature: f64,
+        }
+        let user = Message {
+            role: "user",
+            content: &self.query,
+        };
+        let with_system;
+        let messages: &[Message<'_>] = match system_prompt {
+            Some(system) => {
+                with_system = [
+                    Message {
+                        role: "system",
+                        content: system,
+                    },
+                    user,
+                ];
+                &with_system
+            }
+            None => std::slice::from_ref(&user),
+        };
+        let body = ChatBody {
+            model,
+            messages,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+        };
         serde_json::to_vec(&body)
-            .expect("json values serialize")
+            .expect("plain structs serialize")
             .into()
     }
 }
@@ -583,29 +609,81 @@ pub struct ChatCompletion {
 
 /// Reads a non-streamed chat completion; says what is missing when it is not one.
 pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let content = value
-        .pointer("/choices/0/message/content")
-        .ok_or("no choices[0].message.content")?
-        .as_str()
-        .ok_or("choices[0].message.content is not a string")?
-        .to_string();
-    let usage = |name: &str| {
-        value
-            .pointer(&format!("/usage/{name}"))
-            .and_then(Value::as_u64)
+    // Only the fields research needs are built; serde checks the rest of the
+    // document without allocating it. Fields of unexpected types are kept as
+    // raw values so that the error can say which one is wrong.
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        content: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        message: Option<Message<'a>>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Usage {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        total_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Completion<'a> {
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let completion: Completion<'_> = match serde_json::from_slice(body) {
+        Ok(c) => c,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            // JSON, but not shaped like a chat completion: say what is missing.
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Ok(v) if v.pointer("/choices/0/message/content").is_none() => {
+                    "no choices[0].message.content".to_string()
+                }
+                _ => format!("not a chat completion ({e})"),
+            });
+        }
+        Err(e) => return Err(format!("not JSON ({e})")),
     };
-    let prompt_tokens = usage("prompt_tokens").unwrap_or(0);
-    let completion_tokens = usage("completion_tokens").unwrap_or(0);
+    let Some(content) = completion
+        .choices
+        .as_deref()
+        .and_then(|c| c.first())
+        .and_then(|c| c.message.as_ref())
+        .and_then(|m| m.content)
+    else {
+        // Missing, or null (which serde folds into "missing"): tell them apart.
+        let present = serde_json::from_slice::<Value>(body)
+            .ok()
+            .is_some_and(|v| v.pointer("/choices/0/message/content").is_some());
+        return Err(if present {
+            "choices[0].message.content is not a string".into()
+        } else {
+            "no choices[0].message.content".into()
+        });
+    };
+    let content = serde_json::from_str::<String>(content.get())
+        .map_err(|_| "choices[0].message.content is not a string")?;
+    let usage = completion.usage.unwrap_or_default();
+    let prompt_tokens = usage.prompt_tokens.unwrap_or(0);
+    let completion_tokens = usage.completion_tokens.unwrap_or(0);
     Ok(ChatCompletion {
         content,
-        model: value
-            .get("model")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        model: completion
+            .model
+            .and_then(|m| serde_json::from_str::<String>(m.get()).ok()),
         prompt_tokens,
         completion_tokens,
-        total_tokens: usage("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+        total_tokens: usage
+            .total_tokens
+            .unwrap_or(prompt_tokens + completion_tokens),
     })
 }
 
