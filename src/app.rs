@@ -92,7 +92,6 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
         grace_period_seconds: Some(config.shutdown.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.shutdown.upgrade_sock.clone(),
-        work_stealing: std::env::var("C7_WORK_STEALING").map_or(true, |v| v != "0"),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
