@@ -446,14 +446,7 @@ fn refused(route: Route, refusal: &Refusal) -> Reply {
 /// `POST /v1/research`: checks the envelope, reads the body within the
 /// limit, validates it and runs it through the research service.
 async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<Reply> {
-    let body = match read_json_body(
-        session,
-        state.config.limits.max_body_bytes,
-        state.client.body_timeout,
-        true,
-    )
-    .await?
-    {
+    let body = match read_json_body(session, state, true).await? {
         Ok(body) => body,
         Err(BodyRefused::TimedOut(limit)) => {
             return Ok(Reply::detail(
@@ -542,14 +535,7 @@ async fn openai(
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
 ) -> Result<bool> {
-    let body = match read_json_body(
-        session,
-        state.config.limits.max_body_bytes,
-        state.client.body_timeout,
-        true,
-    )
-    .await?
-    {
+    let body = match read_json_body(session, state, true).await? {
         Ok(body) => body,
         Err(BodyRefused::TimedOut(limit)) => {
             let error = OpenAiError::new(
@@ -611,14 +597,7 @@ async fn mcp(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> R
     }
     let body = if is_post {
         // The MCP server judges the content type itself.
-        match read_json_body(
-            session,
-            state.config.limits.max_body_bytes,
-            state.client.body_timeout,
-            false,
-        )
-        .await?
-        {
+        match read_json_body(session, state, false).await? {
             Ok(body) => body,
             Err(BodyRefused::TimedOut(limit)) => {
                 return Ok(mcp::transport_error(
@@ -657,10 +636,11 @@ enum BodyRefused {
 /// client never uploads a body that would be refused.
 async fn read_json_body(
     session: &mut Session,
-    limit: usize,
-    timeout: std::time::Duration,
+    state: &AppState,
     check_type: bool,
 ) -> Result<std::result::Result<Bytes, BodyRefused>> {
+    let limit = state.config.limits.max_body_bytes;
+    let timeout = state.client.body_timeout;
     let header = session.req_header();
     let text = |name: http::header::HeaderName| {
         header

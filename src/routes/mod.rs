@@ -125,6 +125,15 @@ impl Reply {
     }
 }
 
+/// Removes an upstream's key from text that came from that upstream, in case
+/// it echoed it (an error message quoting the request, say).
+pub(crate) fn scrub_key(text: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
+        _ => text.to_string(),
+    }
+}
+
 /// The current time as ISO 8601 with microseconds and an explicit UTC offset,
 /// the form Python's `datetime.now(timezone.utc).isoformat()` writes and
 /// `datetime.fromisoformat` reads back on every Python version.

@@ -105,7 +105,7 @@ impl OpenAiError {
         }
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("upstream {} answered HTTP {status}", upstream.name));
-        let message = scrub(&truncate(&message), upstream.api_key());
+        let message = super::scrub_key(&truncate(&message), upstream.api_key());
         let default_kind = match status {
             400 | 404 | 413 | 422 => "invalid_request_error",
             401 | 403 => "authentication_error",
@@ -154,13 +154,6 @@ fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_ERROR_TEXT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
-    }
-}
-
-fn scrub(text: &str, key: Option<&str>) -> String {
-    match key {
-        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
-        _ => text.to_string(),
     }
 }
 

@@ -518,7 +518,7 @@ impl ResearchService {
         let status = reply.status;
         if !(200..300).contains(&status) {
             self.count(upstream, &format!("http_{}xx", status / 100));
-            let message = scrub(&upstream_error_text(&reply.body), upstream.api_key());
+            let message = super::scrub_key(&upstream_error_text(&reply.body), upstream.api_key());
             if status == 429 {
                 let retry_after = reply.header_str("retry-after").map(str::to_string);
                 let wait = retry_after
@@ -715,14 +715,6 @@ pub fn upstream_error_text(body: &[u8]) -> String {
     }
 }
 
-/// Removes a key from text that came from an upstream, in case it echoed it.
-fn scrub(text: &str, key: Option<&str>) -> String {
-    match key {
-        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
-        _ => text.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,7 +806,7 @@ mod tests {
         assert_eq!(upstream_error_text(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(upstream_error_text(b""), "(empty body)");
         assert_eq!(
-            scrub("key sk-abcdef leaked", Some("sk-abcdef")),
+            super::scrub_key("key sk-abcdef leaked", Some("sk-abcdef")),
             "key [redacted] leaked"
         );
     }
