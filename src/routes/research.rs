@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(upstream_error_text(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(upstream_error_text(b""), "(empty body)");
         assert_eq!(
-            super::scrub_key("key sk-abcdef leaked", Some("sk-abcdef")),
+            crate::routes::scrub_key("key sk-abcdef leaked", Some("sk-abcdef")),
             "key [redacted] leaked"
         );
     }
