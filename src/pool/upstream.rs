@@ -439,15 +439,21 @@ impl Upstream {
                 .map_or(true, |d| d.is_empty())
     }
 
-    /// Whether a request for `model` can go here.
+    /// Whether the configuration or discovery names `model` for this
+    /// upstream. Asked on every OpenAI request, so it copies nothing.
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.configured_models.iter().any(|m| m == model)
+            || self
+                .shared
+                .discovered_models
+                .read()
+                .is_ok_and(|found| found.iter().any(|m| m == model))
+    }
+
+    /// Whether a request for `model` can go here: it is known to serve it, or
+    /// its models are unknown.
     pub fn serves(&self, model: &str) -> bool {
-        if self.configured_models.iter().any(|m| m == model) {
-            return true;
-        }
-        self.shared.discovered_models.read().is_ok_and(|found| {
-            found.iter().any(|m| m == model)
-                || (found.is_empty() && self.configured_models.is_empty())
-        })
+        self.knows_model(model) || self.serves_anything()
     }
 
     /// Records what `/v1/models` listed.

@@ -296,10 +296,7 @@ impl OpenAiService {
     /// the name itself, or the alias target it serves.
     pub fn served_name(&self, upstream: &Upstream, requested: &str) -> Option<String> {
         if let Some(targets) = self.aliases.get(requested) {
-            if let Some(t) = targets
-                .iter()
-                .find(|t| upstream.served_models().contains(t))
-            {
+            if let Some(t) = targets.iter().find(|t| upstream.knows_model(t)) {
                 return Some(t.clone());
             }
             if upstream.serves_anything() {
@@ -312,12 +309,11 @@ impl OpenAiService {
     /// Whether `upstream` is known (configured or discovered) to serve the
     /// requested model or one of its alias targets.
     fn known_to_serve(&self, upstream: &Upstream, requested: &str) -> bool {
-        let served = upstream.served_models();
-        served.iter().any(|m| m == requested)
+        upstream.knows_model(requested)
             || self
                 .aliases
                 .get(requested)
-                .is_some_and(|targets| targets.iter().any(|t| served.contains(t)))
+                .is_some_and(|targets| targets.iter().any(|t| upstream.knows_model(t)))
     }
 
     /// `GET /v1/models`: every model an upstream is known to serve, and every
@@ -799,13 +795,12 @@ impl OpenAiService {
 
     fn count_tokens(&self, upstream: &Upstream, model: &str, prompt: u64, completion: u64) {
         // Only names the configuration or discovery vouched for become labels.
-        let model = if upstream.served_models().iter().any(|m| m == model)
-            || self.aliases.values().flatten().any(|m| m == model)
-        {
-            model
-        } else {
-            "unlisted"
-        };
+        let model =
+            if upstream.knows_model(model) || self.aliases.values().flatten().any(|m| m == model) {
+                model
+            } else {
+                "unlisted"
+            };
         for (kind, n) in [("prompt", prompt), ("completion", completion)] {
             self.metrics
                 .upstream_tokens
