@@ -45,11 +45,7 @@ pub fn ping(pool: &Pool, always_200: bool) -> Reply {
 pub fn status(pool: &Pool) -> Reply {
     let now = tokio::time::Instant::now();
     let wall = std::time::SystemTime::now();
-    let at = |t: std::time::SystemTime| {
-        chrono::DateTime::<chrono::Utc>::from(t)
-            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-            .to_string()
-    };
+    let at = super::iso_time;
     let upstreams: Vec<_> = pool
         .upstreams()
         .iter()

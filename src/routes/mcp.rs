@@ -831,14 +831,9 @@ pub fn upstream_status_result(pool: &Pool) -> Value {
         .map(|u| {
             let last_check = u.last_check().map(|check| {
                 // Check details never hold a key; scrub anyway, as error texts are.
-                let detail = match u.api_key() {
-                    Some(key) if key.len() >= 4 => check.detail.replace(key, "[redacted]"),
-                    _ => check.detail.clone(),
-                };
+                let detail = crate::routes::scrub_key(&check.detail, u.api_key());
                 json!({
-                    "at": chrono::DateTime::<chrono::Utc>::from(check.at)
-                        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-                        .to_string(),
+                    "at": crate::routes::iso_time(check.at),
                     "outcome": check.outcome.as_str(),
                     "detail": detail,
                 })

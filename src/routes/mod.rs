@@ -134,11 +134,45 @@ pub(crate) fn scrub_key(text: &str, key: Option<&str>) -> String {
     }
 }
 
+/// Longest upstream error text passed on to a client.
+pub(crate) const MAX_ERROR_TEXT: usize = 500;
+
+/// The message of an upstream error in any of the formats seen in the field:
+/// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
+/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text; cut
+/// to [`MAX_ERROR_TEXT`] characters. `None` when the body says nothing.
+pub(crate) fn upstream_error_message(body: &[u8]) -> Option<String> {
+    use serde_json::Value;
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v
+            .pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error").filter(|e| !e.is_object()))
+            .or_else(|| v.get("detail"))
+            .filter(|m| !m.is_null())
+            .map(|m| match m {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+        Err(_) => Some(String::from_utf8_lossy(body).trim().to_string()),
+    }
+    .filter(|t| !t.is_empty())?;
+    Some(match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    })
+}
+
 /// The current time as ISO 8601 with microseconds and an explicit UTC offset,
 /// the form Python's `datetime.now(timezone.utc).isoformat()` writes and
 /// `datetime.fromisoformat` reads back on every Python version.
 pub fn iso_timestamp() -> String {
-    chrono::Utc::now()
+    iso_time(std::time::SystemTime::now())
+}
+
+/// A point in time in the form of [`iso_timestamp`].
+pub fn iso_time(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
         .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
         .to_string()
 }

@@ -21,9 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
-/// Longest upstream error text passed on to a client.
-const MAX_ERROR_TEXT: usize = 1000;
-
 /// Which OpenAI operation a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -96,16 +93,9 @@ impl OpenAiError {
             Some(Value::Null) | None => None,
             Some(other) => Some(other.to_string()),
         };
-        let message = match (&fields, &parsed) {
-            (Some(f), _) => text(f.get("message")),
-            (None, Some(v)) => text(v.get("error"))
-                .or_else(|| text(v.get("message")))
-                .or_else(|| text(v.get("detail"))),
-            (None, None) => Some(String::from_utf8_lossy(body).trim().to_string()),
-        }
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| format!("upstream {} answered HTTP {status}", upstream.name));
-        let message = super::scrub_key(&truncate(&message), upstream.api_key());
+        let message = super::upstream_error_message(body)
+            .unwrap_or_else(|| format!("upstream {} answered HTTP {status}", upstream.name));
+        let message = super::scrub_key(&message, upstream.api_key());
         let default_kind = match status {
             400 | 404 | 413 | 422 => "invalid_request_error",
             401 | 403 => "authentication_error",
@@ -147,13 +137,6 @@ impl OpenAiError {
             reply = reply.with_header("X-Upstream", upstream.clone());
         }
         reply
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
     }
 }
 

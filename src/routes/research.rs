@@ -19,8 +19,6 @@ pub const MAX_TOKENS_RANGE: (i64, i64) = (100, 4000);
 pub const MAX_TOKENS_DEFAULT: i64 = 2000;
 pub const TEMPERATURE_RANGE: (f64, f64) = (0.0, 2.0);
 pub const TEMPERATURE_DEFAULT: f64 = 0.7;
-/// Longest upstream error text passed on to a client.
-const MAX_ERROR_TEXT: usize = 500;
 
 /// A validated research request.
 #[derive(Debug, Clone, PartialEq)]
@@ -691,28 +689,17 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
 /// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
 /// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text.
 pub fn upstream_error_text(body: &[u8]) -> String {
-    let text = match serde_json::from_slice::<Value>(body) {
-        Ok(v) => v
-            .pointer("/error/message")
-            .or_else(|| v.get("message"))
-            .or_else(|| v.get("error"))
-            .or_else(|| v.get("detail"))
-            .map(|m| match m {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+    super::upstream_error_message(body)
+        .or_else(|| {
+            // JSON in none of the known shapes: shown whole (within the limit).
+            let v = serde_json::from_slice::<Value>(body).ok()?;
+            let text = v.to_string();
+            Some(match text.char_indices().nth(super::MAX_ERROR_TEXT) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
             })
-            .unwrap_or_else(|| v.to_string()),
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
-    };
-    let text = if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        text
-    };
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+        })
+        .unwrap_or_else(|| "(empty body)".to_string())
 }
 
 #[cfg(test)]
