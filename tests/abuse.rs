@@ -207,8 +207,10 @@ async fn a_slow_head_is_cut_off_with_408() {
             "{}",
             answer.head
         );
+        // The gateway's clock starts at its accept, which can come a moment
+        // before the client's `started`: a little slack below the timeout.
         assert!(
-            elapsed >= TIMEOUT && elapsed < TIMEOUT * 3,
+            elapsed >= TIMEOUT - Duration::from_millis(50) && elapsed < TIMEOUT * 3,
             "cut off after {elapsed:?}"
         );
         assert!(closed, "the connection stays open");
