@@ -216,12 +216,7 @@ async fn a_slow_head_is_cut_off_with_408() {
         assert!(closed, "the connection stays open");
     }
     bystander.unharmed().await;
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     assert!(
         metrics.contains(r#"context7_http_requests_total{route="invalid",status="408"} 8"#),
         "{metrics}"

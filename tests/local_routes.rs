@@ -37,12 +37,7 @@ async fn ping_reports_health_and_the_pool() {
     stop(gw).await;
 
     let gw = start(config()).await;
-    let body: Value = reqwest::get(format!("{}/ping", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&gw, "/ping").await;
     assert_eq!(body["vllm_configured"], false);
     assert_eq!(
         body["upstreams"],
@@ -54,12 +49,7 @@ async fn ping_reports_health_and_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_lists_the_service_and_its_endpoints() {
     let gw = start(config()).await;
-    let body: Value = reqwest::get(format!("{}/", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&gw, "/").await;
     assert_eq!(
         body,
         json!({
@@ -74,12 +64,7 @@ async fn root_lists_the_service_and_its_endpoints() {
         let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let docs = reqwest::get(format!("{}/docs", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let docs = get_text(&gw, "/docs").await;
     assert!(docs.contains("POST /v1/research"));
     assert!(docs.contains("POST /mcp"));
     stop(gw).await;

@@ -117,12 +117,7 @@ fn with<'a>(session: &'a str, version: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 async fn metrics_text(gw: &RunningGateway) -> String {
-    reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&gw, "/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,12 +133,7 @@ async fn streams_arrive_chunk_by_chunk_as_the_upstream_sends_them() {
         .count();
     assert!(distinct >= 4, "{arrivals:?}");
     // Accounting from the final usage chunk, and the first-token histogram.
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     assert!(metrics.contains(&format!(
         r#"context7_upstream_tokens_total{{kind="completion",model="{MODEL}",upstream="a"}} 5"#
     )));
@@ -222,12 +217,7 @@ async fn a_client_leaving_cancels_the_upstream_request() {
         state.pool.upstreams()[0].in_flight() == 0
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     assert!(metrics.contains("context7_streams_cancelled_total 1"));
     stop(gw).await;
 }
@@ -308,12 +298,7 @@ async fn requests_go_only_to_upstreams_serving_their_model() {
         json!({"error": {"message": "The model `gpt-17` does not exist.", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
     );
 
-    let models: Value = reqwest::get(format!("{}/v1/models", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gw, "/v1/models").await;
     assert_eq!(models["object"], "list");
     let ids: Vec<&str> = models["data"]
         .as_array()
@@ -349,12 +334,7 @@ async fn models_are_discovered_but_never_through_the_runpod_queue() {
         state.pool.upstreams()[0].served_models() == ["found-model"]
     })
     .await;
-    let models: Value = reqwest::get(format!("{}/v1/models", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gw, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], "found-model");
     let (status, headers, _) = post(
         &gw,

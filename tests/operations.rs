@@ -232,12 +232,7 @@ async fn the_cache_hits_misses_bypasses_and_coalesces() {
     sims[0].update(|c| c.error_rate = 0.0);
     let (status, cache, _) = research(r#"{"query":"fails","temperature":0}"#, false).await;
     assert_eq!((status, cache.as_deref()), (200, Some("MISS")));
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     assert!(
         metrics.contains(r#"context7_cache_lookups_total{result="HIT"} 5"#),
         "{metrics}"

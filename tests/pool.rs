@@ -117,12 +117,7 @@ async fn a_fast_failing_upstream_is_penalised_and_its_failures_retried() {
     // looking cheap: after its first failures it gets nothing.
     assert!(sims[1].chat_requests() <= 3, "{}", sims[1].chat_requests());
     assert!(sims[0].chat_requests() >= 100);
-    let status: Value = reqwest::get(format!("{}/status", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&gw, "/status").await;
     let entry = &status["upstreams"][1];
     assert_eq!(entry["name"], "bad");
     assert_eq!(entry["state"], "healthy", "its health checks still pass");
@@ -134,12 +129,7 @@ async fn a_fast_failing_upstream_is_penalised_and_its_failures_retried() {
     assert_eq!(entry["in_flight"], 0);
     assert_eq!(status["upstreams"][0]["in_flight"], 0);
     assert_eq!(status["strategy"], "peak_ewma");
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     for needle in [
         "context7_upstream_retries_total{upstream=\"bad\"}",
         "context7_upstream_in_flight{upstream=\"good\"} 0",
@@ -170,23 +160,13 @@ async fn consecutive_failures_eject_an_upstream_that_passes_its_health_checks() 
         3,
         "ejected after three 500s in a row"
     );
-    let status: Value = reqwest::get(format!("{}/status", gw.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&gw, "/status").await;
     let entry = &status["upstreams"][1];
     assert_eq!(entry["state"], "healthy");
     assert_eq!(entry["routable"], false);
     assert_eq!(entry["ejections"], 1);
     assert!(entry["ejected_for_ms"].as_u64().unwrap() > 0);
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     for needle in [
         "context7_upstream_ejections_total{upstream=\"bad\"} 1",
         "context7_upstream_routable{upstream=\"bad\"} 0",

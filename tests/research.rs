@@ -491,12 +491,7 @@ async fn a_connect_failure_is_retried_on_another_upstream() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["x-upstream"], "lives");
     }
-    let metrics = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&gw, "/metrics").await;
     let connect_errors: u64 = metrics
         .lines()
         .find_map(|l| {

@@ -269,3 +269,23 @@ pub async fn post_json(
     let headers = r.headers().clone();
     (status, headers, r.text().await.expect("body read"))
 }
+
+/// `GET` of a gateway path, as text.
+pub async fn get_text(gw: &RunningGateway, path: &str) -> String {
+    reqwest::get(format!("{}{path}", gw.url()))
+        .await
+        .expect("request sent")
+        .text()
+        .await
+        .expect("body read")
+}
+
+/// `GET` of a gateway path, as JSON.
+pub async fn get_json(gw: &RunningGateway, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{}{path}", gw.url()))
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("a JSON body")
+}
