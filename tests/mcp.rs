@@ -117,7 +117,7 @@ fn with<'a>(session: &'a str, version: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 async fn metrics_text(gw: &RunningGateway) -> String {
-    get_text(&gw, "/metrics").await
+    get_text(gw, "/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
