@@ -489,9 +489,11 @@ async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx)
                 .flat_map(|v| v.split(','))
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
             let key = CacheKey::new(&request, &state.config.research.model);
-            let (result, cached) = cache
-                .get_or_compute(key, bypass, state.research.answer(&request))
-                .await;
+            // moka's entry futures hold several copies of the computation's:
+            // boxed (the computation too), the cached path stays off the
+            // uncached one's stack and out of every request's copies.
+            let compute = Box::pin(state.research.answer(&request));
+            let (result, cached) = Box::pin(cache.get_or_compute(key, bypass, compute)).await;
             state
                 .metrics
                 .cache_lookups

@@ -526,17 +526,18 @@ impl OpenAiService {
             });
         }
         if request.stream {
-            return self
-                .relay_stream(
-                    session,
-                    exchange,
-                    upstream,
-                    served,
-                    attempt,
-                    first_byte_deadline,
-                    deadline,
-                )
-                .await;
+            // Boxed: a stream lives long enough for one allocation not to
+            // matter, and the non-streamed path then carries no room for it.
+            return Box::pin(self.relay_stream(
+                session,
+                exchange,
+                upstream,
+                served,
+                attempt,
+                first_byte_deadline,
+                deadline,
+            ))
+            .await;
         }
         let reply = match tokio::time::timeout_at(
             deadline,
@@ -741,7 +742,7 @@ impl OpenAiService {
         }
         match ending {
             StreamEnd::Complete => {
-                exchange.finish().await;
+                exchange.finish();
                 attempt.finish(Outcome::Success(ttft));
                 let _ = session.write_response_body(None, true).await;
             }
