@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark, all on this machine in one run: two simulated vLLM upstreams
-# answering at once, nginx (Debian) as a plain reverse proxy to them, and the
-# gateway in front of the same upstreams. oha drives each target at a fixed
+# answering at once, nginx (Debian) as a plain reverse proxy to them, Pingora's
+# own proxy with nothing of ours in it (examples/bare_pingora.rs, the floor
+# under the gateway), and the gateway in front of the same upstreams. oha drives each target at a fixed
 # concurrency for a bounded time, then at half the gateway's saturation rate.
 #
 #   scripts/load-bench.sh                  # 10 s per case, 64 connections
@@ -31,9 +32,10 @@ if [ ! -x "$OHA" ]; then
   echo "==> installing oha (load generator) into target/tools"
   CARGO_TARGET_DIR=target/oha-build cargo install oha --locked --root target/tools --quiet
 fi
-echo "==> cargo build --release"
-cargo build --release --quiet
+echo "==> cargo build --release (with the bare Pingora example)"
+cargo build --release --quiet --bin context7-lb --example bare_pingora
 BIN=target/release/context7-lb
+BARE=target/release/examples/bare_pingora
 
 out=target/load-bench
 rm -rf "$out" && mkdir -p "$out"
@@ -55,7 +57,7 @@ wait_http() {
   return 1
 }
 
-S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
+S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); BARE_PORT=$(free_port)
 "$BIN" --sim-upstream "127.0.0.1:$S1" >"$out/sim1.log" 2>&1 & pids+=($!)
 "$BIN" --sim-upstream "127.0.0.1:$S2" >"$out/sim2.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$S1/ping"
@@ -107,6 +109,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 NGINX_MASTER=$(cat "$out/nginx.pid")
+"$BARE" "127.0.0.1:$BARE_PORT" "$THREADS" "127.0.0.1:$S1" "127.0.0.1:$S2" >"$out/bare.log" 2>&1 & BARE_PID=$!; pids+=($BARE_PID)
+wait_http "http://127.0.0.1:$BARE_PORT/ping"
 
 CHAT='{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"What is vLLM?"}],"max_tokens":16}'
 RESEARCH='{"query":"What is vLLM?","max_tokens":100}'
@@ -159,10 +163,11 @@ for name, rs in runs.items():
 PY
 }
 
-echo "==> $CONCURRENCY connections, $DURATION per case (after $WARMUP warm-up), best of $REPEAT by median, $THREADS worker threads for nginx and the gateway"
+echo "==> $CONCURRENCY connections, $DURATION per case (after $WARMUP warm-up), best of $REPEAT by median, $THREADS worker threads for nginx, bare Pingora and the gateway"
 for i in $(seq 1 "$REPEAT"); do
   run upstream-direct "http://127.0.0.1:$S1/v1/chat/completions" "$CHAT"
   run nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$CHAT"
+  run bare-pingora "http://127.0.0.1:$BARE_PORT/v1/chat/completions" "$CHAT"
   run gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT"
   run gateway-research "http://127.0.0.1:$GW_PORT/v1/research" "$RESEARCH"
 done
@@ -170,6 +175,7 @@ done
   medians
   echo "{\"rss\": \"nginx\", \"mb\": $(peak_rss "$NGINX_MASTER")}"
   echo "{\"rss\": \"gateway\", \"mb\": $(peak_rss "$GW_PID")}"
+  echo "{\"rss\": \"bare\", \"mb\": $(peak_rss "$BARE_PID")}"
 } >"$out/runs.jsonl"
 
 # Half the gateway's saturation rate: what the gateway adds at p99 when it is not the bottleneck.
@@ -193,6 +199,7 @@ lines = [f"Machine: {cpu}, {os.cpu_count()} cores; {sys.argv[3]} connections, {s
          "| case | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MB | rps / nginx | p99 / nginx |",
          "|---|---|---|---|---|---|---|---|---|"]
 for name, label, mem in [("upstream-direct", "upstream directly", ""), ("nginx", "nginx → upstreams", rss.get("nginx", "")),
+                         ("bare-pingora", "bare Pingora proxy → upstreams", rss.get("bare", "")),
                          ("gateway-chat", "gateway /v1/chat/completions", rss.get("gateway", "")), ("gateway-research", "gateway /v1/research", rss.get("gateway", ""))]:
     r = by[name]
     lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} | {mem} | "

@@ -334,7 +334,10 @@ async fn send_request(
 /// The request head the upstream gets.
 fn request_header(req: &UpstreamRequest<'_>) -> Result<RequestHeader, CallError> {
     let io = |e: Box<pingora::Error>| CallError::Io(describe(&e));
-    let mut header = RequestHeader::build(req.method, req.path.as_bytes(), None).map_err(io)?;
+    // Lower-case names (HTTP/1.1 does not care, HTTP/2 insists); Pingora's
+    // case-preserving variant keeps a second map per head.
+    let mut header =
+        RequestHeader::build_no_case(req.method, req.path.as_bytes(), None).map_err(io)?;
     header
         .insert_header("Host", req.url.authority())
         .map_err(io)?;

@@ -134,7 +134,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         guard::request_done(session);
-        guard::request_done(session);
         let status = match (ctx.status, error) {
             (0, Some(_)) => 500,
             (0, None) => session.response_written().map_or(0, |r| r.status.as_u16()),
@@ -705,7 +704,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>>
 
 async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
     ctx.status = reply.status;
-    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    // Names go out in lower case, as uvicorn sent them for the original
+    // service; Pingora's case-preserving variant keeps a second map per head.
+    let mut header = ResponseHeader::build_no_case(reply.status, Some(4 + reply.headers.len()))?;
     if !reply.content_type.is_empty() {
         header.insert_header(http::header::CONTENT_TYPE, reply.content_type)?;
     }

@@ -805,7 +805,7 @@ fn response_header(
     content_type: &str,
     upstream: &str,
 ) -> pingora::Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(6))?;
+    let mut header = ResponseHeader::build_no_case(status, Some(6))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
     header.insert_header("X-Upstream", upstream)?;
