@@ -7,9 +7,9 @@ use crate::pool::Upstream;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use pingora::connectors::http::v1::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
-use pingora::protocols::http::v1::client::{HttpSession, http_req_header_to_wire};
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use std::fmt;
 use std::net::SocketAddr;
@@ -308,8 +308,8 @@ async fn send_request(
     req: &UpstreamRequest<'_>,
     write_timeout: Duration,
 ) -> (HttpSession, Result<ResponseHeader, CallError>) {
-    let header = match request_header(req) {
-        Ok(header) => header,
+    let wire = match request_wire(req) {
+        Ok(wire) => wire,
         Err(why) => return (session, Err(why)),
     };
     // Pingora's HTTP/1 client flushes the head on its own and then writes the
@@ -317,8 +317,7 @@ async fn send_request(
     // upstream. A third of the gateway's CPU went there, so head and body
     // leave here in one write; Pingora still reads and parses the answer.
     let mut stream = session.into_inner();
-    let written =
-        write_whole_request(&mut stream, &header, req.body.as_deref(), write_timeout).await;
+    let written = write_request(&mut stream, &wire, write_timeout).await;
     let mut session = HttpSession::new_with_options(stream, peer);
     if let Err(why) = written {
         return (session, Err(why));
@@ -331,60 +330,70 @@ async fn send_request(
     (session, answer)
 }
 
-/// The request head the upstream gets.
-fn request_header(req: &UpstreamRequest<'_>) -> Result<RequestHeader, CallError> {
-    let io = |e: Box<pingora::Error>| CallError::Io(describe(&e));
-    // Lower-case names (HTTP/1.1 does not care, HTTP/2 insists); Pingora's
-    // case-preserving variant keeps a second map per head.
-    let mut header =
-        RequestHeader::build_no_case(req.method, req.path.as_bytes(), None).map_err(io)?;
-    header
-        .insert_header("Host", req.url.authority())
-        .map_err(io)?;
-    header
-        .insert_header(
-            "User-Agent",
-            concat!("context7-lb/", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(io)?;
-    header.insert_header("Accept", req.accept).map_err(io)?;
-    // Answers the gateway parses must not come compressed; streams pass as sent.
-    header
-        .insert_header("Accept-Encoding", "identity")
-        .map_err(io)?;
-    if let Some(body) = &req.body {
-        header
-            .insert_header("Content-Type", "application/json")
-            .map_err(io)?;
-        header
-            .insert_header("Content-Length", body.len().to_string())
-            .map_err(io)?;
+const USER_AGENT: &str = concat!("context7-lb/", env!("CARGO_PKG_VERSION"));
+
+/// The whole HTTP/1.1 request, head and body, as it goes on the wire.
+///
+/// Written out directly rather than through Pingora's `RequestHeader`: every
+/// name is fixed, and building a header map only to serialise it again was a
+/// tenth of a proxied request's instructions. Names go in lower case (HTTP/1.1
+/// does not care, HTTP/2 insists).
+fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, CallError> {
+    if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(CallError::Io(format!(
+            "request path {:?} cannot be sent",
+            req.path
+        )));
     }
-    if let Some(auth) = req.authorization {
-        header.insert_header("Authorization", auth).map_err(io)?;
+    let authority = req.url.authority();
+    let length = req.body.as_ref().map(|body| body.len().to_string());
+    let request_id = crate::scope::request_id();
+    let fields = [
+        ("host", Some(authority.as_str())),
+        ("user-agent", Some(USER_AGENT)),
+        ("accept", Some(req.accept)),
+        // Answers the gateway parses must not come compressed; streams pass as sent.
+        ("accept-encoding", Some("identity")),
+        ("content-type", length.as_ref().map(|_| "application/json")),
+        ("content-length", length.as_deref()),
+        ("authorization", req.authorization),
+        // The request id of the client request being served, if any, so that
+        // the upstream's logs can be joined with ours.
+        ("x-request-id", request_id.as_deref()),
+    ];
+    let body = req.body.as_deref().unwrap_or_default();
+    let mut wire = BytesMut::with_capacity(256 + body.len());
+    wire.extend_from_slice(req.method.as_bytes());
+    wire.extend_from_slice(b" ");
+    wire.extend_from_slice(req.path.as_bytes());
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        // Values come from the configuration, our own ids or a client's parsed
+        // header: none may break out of its line.
+        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(CallError::Io(format!(
+                "the {name} header has a control character"
+            )));
+        }
+        wire.extend_from_slice(name.as_bytes());
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value.as_bytes());
+        wire.extend_from_slice(b"\r\n");
     }
-    // The request id of the client request being served, if any, so that the
-    // upstream's logs can be joined with ours.
-    if let Some(id) = crate::scope::request_id() {
-        header.insert_header("X-Request-Id", &*id).map_err(io)?;
-    }
-    Ok(header)
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(body);
+    Ok(wire)
 }
 
-/// Head and body of an HTTP/1.1 request in one buffer and one write.
-async fn write_whole_request(
+/// One write of the whole request, within `write_timeout`.
+async fn write_request(
     stream: &mut Stream,
-    header: &RequestHeader,
-    body: Option<&[u8]>,
+    wire: &[u8],
     write_timeout: Duration,
 ) -> Result<(), CallError> {
-    let mut wire = http_req_header_to_wire(header)
-        .ok_or_else(|| CallError::Io("request head cannot be written as HTTP/1.1".into()))?;
-    if let Some(body) = body {
-        wire.extend_from_slice(body);
-    }
     let write = async {
-        stream.write_all(&wire).await?;
+        stream.write_all(wire).await?;
         stream.flush().await
     };
     match tokio::time::timeout(write_timeout, write).await {
@@ -433,5 +442,52 @@ fn describe(e: &pingora::Error) -> String {
     match reason {
         Some(reason) => format!("{}: {}", e.etype.as_str(), reason.trim()),
         None => e.etype.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_base_url;
+
+    fn request<'a>(url: &'a BaseUrl, authorization: Option<&'a str>) -> UpstreamRequest<'a> {
+        UpstreamRequest {
+            method: "POST",
+            url,
+            path: "/openai/v1/chat/completions",
+            authorization,
+            body: Some(Bytes::from_static(b"{\"model\":\"m\"}")),
+            max_body: 1024,
+            read_timeout: None,
+            accept: "application/json",
+        }
+    }
+
+    #[test]
+    fn the_request_goes_out_as_one_head_and_body() {
+        let url = parse_base_url("https://api.runpod.ai/v2/abc/openai/v1").unwrap();
+        let wire = request_wire(&request(&url, Some("Bearer rp_key"))).unwrap();
+        let expected = format!(
+            "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: api.runpod.ai\r\nuser-agent: {USER_AGENT}\r\n\
+             accept: application/json\r\naccept-encoding: identity\r\ncontent-type: application/json\r\n\
+             content-length: 13\r\nauthorization: Bearer rp_key\r\n\r\n{{\"model\":\"m\"}}"
+        );
+        assert_eq!(std::str::from_utf8(&wire).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_value_that_would_break_its_line_is_refused() {
+        let url = parse_base_url("http://127.0.0.1:8000/v1").unwrap();
+        let Err(CallError::Io(why)) = request_wire(&request(&url, Some("Bearer a\r\nx-evil: 1")))
+        else {
+            panic!("a CR LF in a header value was written");
+        };
+        assert_eq!(why, "the authorization header has a control character");
+        let mut bad_path = request(&url, None);
+        bad_path.path = "/v1/chat completions";
+        let Err(CallError::Io(why)) = request_wire(&bad_path) else {
+            panic!("a path with a space was written");
+        };
+        assert_eq!(why, "request path \"/v1/chat completions\" cannot be sent");
     }
 }
