@@ -43,14 +43,11 @@ pub struct UpstreamRequest<'a> {
 #[derive(Debug)]
 pub struct UpstreamReply {
     pub status: u16,
-    pub header: ResponseHeader,
+    /// The answer's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The answer's `Retry-After`, if any (429 and 503 answers carry it).
+    pub retry_after: Option<String>,
     pub body: Bytes,
-}
-
-impl UpstreamReply {
-    pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.header.headers.get(name).and_then(|v| v.to_str().ok())
-    }
 }
 
 /// Why a request to an upstream produced no answer.
@@ -160,11 +157,10 @@ impl UpstreamClient {
             let (session, reused) = self.session_for(&peer).await?;
             let (mut session, sent) = send_request(session, &peer, req, self.connect_timeout).await;
             match sent {
-                Ok(header) => {
+                Ok(()) => {
                     return Ok(Exchange {
                         client: self,
                         connection: Some(Box::new(Connection { session, peer })),
-                        header,
                     });
                 }
                 Err(_) if reused && tries < STALE_CONNECTION_TRIES => {
@@ -227,7 +223,6 @@ impl UpstreamClient {
 pub struct Exchange<'c> {
     client: &'c UpstreamClient,
     connection: Option<Box<Connection>>,
-    pub header: ResponseHeader,
 }
 
 /// The connection an exchange runs on, and where it goes back to.
@@ -237,12 +232,18 @@ struct Connection {
 }
 
 impl Exchange<'_> {
+    /// The answer's head, as Pingora parsed it (read in place: copying it
+    /// cost more than the rest of the exchange's bookkeeping).
+    fn header(&self) -> Option<&ResponseHeader> {
+        self.connection.as_ref()?.session.resp_header()
+    }
+
     pub fn status(&self) -> u16 {
-        self.header.status.as_u16()
+        self.header().map_or(0, |h| h.status.as_u16())
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.header.headers.get(name).and_then(|v| v.to_str().ok())
+        self.header()?.headers.get(name)?.to_str().ok()
     }
 
     fn session(&mut self) -> Result<&mut HttpSession, CallError> {
@@ -276,19 +277,14 @@ impl Exchange<'_> {
             }
             body.extend_from_slice(piece);
         }
-        let Exchange {
-            client,
-            connection,
-            header,
-        } = self;
-        if let Some(connection) = connection {
-            client.release(connection);
-        }
-        Ok(UpstreamReply {
-            status: header.status.as_u16(),
-            header,
+        let reply = UpstreamReply {
+            status: self.status(),
+            content_type: self.header_str("content-type").map(str::to_string),
+            retry_after: self.header_str("retry-after").map(str::to_string),
             body: body.freeze(),
-        })
+        };
+        self.finish();
+        Ok(reply)
     }
 
     /// Returns the connection to the pool when the answer was read to its
@@ -307,7 +303,7 @@ async fn send_request(
     peer: &HttpPeer,
     req: &UpstreamRequest<'_>,
     write_timeout: Duration,
-) -> (HttpSession, Result<ResponseHeader, CallError>) {
+) -> (HttpSession, Result<(), CallError>) {
     let wire = match request_wire(req) {
         Ok(wire) => wire,
         Err(why) => return (session, Err(why)),
@@ -323,8 +319,8 @@ async fn send_request(
         return (session, Err(why));
     }
     session.read_timeout = req.read_timeout;
-    let answer = match session.read_resp_header_parts().await {
-        Ok(header) => Ok(*header),
+    let answer = match session.read_response().await {
+        Ok(_) => Ok(()),
         Err(e) => Err(CallError::Io(describe(&e))),
     };
     (session, answer)
@@ -345,11 +341,9 @@ fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, CallError> {
             req.path
         )));
     }
-    let authority = req.url.authority();
     let length = req.body.as_ref().map(|body| body.len().to_string());
     let request_id = crate::scope::request_id();
     let fields = [
-        ("host", Some(authority.as_str())),
         ("user-agent", Some(USER_AGENT)),
         ("accept", Some(req.accept)),
         // Answers the gateway parses must not come compressed; streams pass as sent.
@@ -366,7 +360,9 @@ fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, CallError> {
     wire.extend_from_slice(req.method.as_bytes());
     wire.extend_from_slice(b" ");
     wire.extend_from_slice(req.path.as_bytes());
-    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    wire.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    req.url.write_authority(&mut wire);
+    wire.extend_from_slice(b"\r\n");
     for (name, value) in fields {
         let Some(value) = value else { continue };
         // Values come from the configuration, our own ids or a client's parsed

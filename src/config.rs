@@ -981,16 +981,22 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// The `Host` header value: the port is left out when it is the scheme's default.
     pub fn authority(&self) -> String {
+        let mut authority = String::with_capacity(self.host.len() + 8);
+        self.write_authority(&mut authority);
+        authority
+    }
+
+    /// [`Self::authority`], written into `out` (a request on the wire).
+    pub fn write_authority(&self, out: &mut impl std::fmt::Write) {
         let default = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        // Writing to a String or BytesMut cannot fail.
+        let _ = if self.host.contains(':') {
+            write!(out, "[{}]", self.host)
         } else {
-            self.host.clone()
+            out.write_str(&self.host)
         };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
+        if self.port != default {
+            let _ = write!(out, ":{}", self.port);
         }
     }
 

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use std::sync::Arc;
@@ -110,6 +111,13 @@ impl ProxyHttp for Gateway {
             upstream_time: std::time::Duration::ZERO,
             _in_flight: Some(self.in_flight.enter()),
         }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // None. Pingora's default is a response compression module, disabled,
+        // which still built a context for every request and looked at every
+        // answer's head; the gateway compresses nothing (streams must not be
+        // buffered, and LLM answers are small).
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

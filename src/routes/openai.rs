@@ -600,11 +600,8 @@ impl OpenAiService {
             );
             tokens = Some(usage.prompt_tokens + usage.completion_tokens);
         }
-        let content_type = reply
-            .header_str("content-type")
-            .unwrap_or("application/json")
-            .to_string();
-        let mut header = response_header(200, &content_type, &upstream.name)
+        let content_type = reply.content_type.as_deref().unwrap_or("application/json");
+        let mut header = response_header(200, content_type, &upstream.name)
             .map_err(|e| Failed::Answer(internal(e)))?;
         header
             .insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())

@@ -518,7 +518,7 @@ impl ResearchService {
             self.count(upstream, &format!("http_{}xx", status / 100));
             let message = super::scrub_key(&upstream_error_text(&reply.body), upstream.api_key());
             if status == 429 {
-                let retry_after = reply.header_str("retry-after").map(str::to_string);
+                let retry_after = reply.retry_after.clone();
                 let wait = retry_after
                     .as_deref()
                     .and_then(|v| v.trim().parse::<u64>().ok())
