@@ -172,9 +172,9 @@ pub fn iso_timestamp() -> String {
 
 /// A point in time in the form of [`iso_timestamp`].
 pub fn iso_time(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        .to_string()
+    // chrono's RFC 3339 writer, not a format string: `format` parses its
+    // pattern on every call, which was 2 % of a research request.
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 #[cfg(test)]
@@ -199,5 +199,15 @@ mod tests {
         let t = iso_timestamp();
         assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
         assert!(t.ends_with("+00:00") && t.len() == 32, "{t}");
+        let at = |secs, nanos| std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        // What Python's isoformat() writes for the same instants.
+        assert_eq!(
+            iso_time(at(1_764_144_586, 383_239_000)),
+            "2025-11-26T08:09:46.383239+00:00"
+        );
+        assert_eq!(
+            iso_time(at(1_764_144_586, 0)),
+            "2025-11-26T08:09:46.000000+00:00"
+        );
     }
 }
