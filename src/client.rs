@@ -151,11 +151,21 @@ impl UpstreamClient {
         // Boxed: a peer is 700 bytes, and the exchange moves through several
         // futures that would each copy it.
         let peer = Box::new(self.peer(address, req));
+        // Built once, before any connection: a request that cannot be written
+        // is not worth a connection, and a stale one's retry sends the same bytes.
+        let wire = request_wire(req).map_err(CallError::NoAnswer)?;
         let mut tries = 0;
         loop {
             tries += 1;
             let (session, reused) = self.session_for(&peer).await?;
-            let (mut session, sent) = send_request(session, &peer, req, self.connect_timeout).await;
+            let (mut session, sent) = send_request(
+                session,
+                &peer,
+                &wire,
+                req.read_timeout,
+                self.connect_timeout,
+            )
+            .await;
             match sent {
                 Ok(()) => {
                     return Ok(Exchange {
@@ -296,29 +306,26 @@ impl Exchange<'_> {
     }
 }
 
-/// Writes the request and reads the answer's header; hands the session back
-/// either way, for the pool or for shutdown.
+/// Writes the request (see [`request_wire`]) and reads the answer's header;
+/// hands the session back either way, for the pool or for shutdown.
 async fn send_request(
     session: HttpSession,
     peer: &HttpPeer,
-    req: &UpstreamRequest<'_>,
+    wire: &[u8],
+    read_timeout: Option<Duration>,
     write_timeout: Duration,
 ) -> (HttpSession, Result<(), CallError>) {
-    let wire = match request_wire(req) {
-        Ok(wire) => wire,
-        Err(why) => return (session, Err(why)),
-    };
     // Pingora's HTTP/1 client flushes the head on its own and then writes the
     // body: two sends, two segments, and on loopback two wake-ups of the
     // upstream. A third of the gateway's CPU went there, so head and body
     // leave here in one write; Pingora still reads and parses the answer.
     let mut stream = session.into_inner();
-    let written = write_request(&mut stream, &wire, write_timeout).await;
+    let written = write_request(&mut stream, wire, write_timeout).await;
     let mut session = HttpSession::new_with_options(stream, peer);
     if let Err(why) = written {
         return (session, Err(why));
     }
-    session.read_timeout = req.read_timeout;
+    session.read_timeout = read_timeout;
     let answer = match session.read_response().await {
         Ok(_) => Ok(()),
         Err(e) => Err(CallError::Io(describe(&e))),
@@ -334,12 +341,9 @@ const USER_AGENT: &str = concat!("context7-lb/", env!("CARGO_PKG_VERSION"));
 /// name is fixed, and building a header map only to serialise it again was a
 /// tenth of a proxied request's instructions. Names go in lower case (HTTP/1.1
 /// does not care, HTTP/2 insists).
-fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, CallError> {
+fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, String> {
     if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(CallError::Io(format!(
-            "request path {:?} cannot be sent",
-            req.path
-        )));
+        return Err(format!("request path {:?} cannot be sent", req.path));
     }
     let length = req.body.as_ref().map(|body| body.len().to_string());
     let request_id = crate::scope::request_id();
@@ -368,9 +372,7 @@ fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, CallError> {
         // Values come from the configuration, our own ids or a client's parsed
         // header: none may break out of its line.
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(CallError::Io(format!(
-                "the {name} header has a control character"
-            )));
+            return Err(format!("the {name} header has a control character"));
         }
         wire.extend_from_slice(name.as_bytes());
         wire.extend_from_slice(b": ");
@@ -474,14 +476,13 @@ mod tests {
     #[test]
     fn a_value_that_would_break_its_line_is_refused() {
         let url = parse_base_url("http://127.0.0.1:8000/v1").unwrap();
-        let Err(CallError::Io(why)) = request_wire(&request(&url, Some("Bearer a\r\nx-evil: 1")))
-        else {
+        let Err(why) = request_wire(&request(&url, Some("Bearer a\r\nx-evil: 1"))) else {
             panic!("a CR LF in a header value was written");
         };
         assert_eq!(why, "the authorization header has a control character");
         let mut bad_path = request(&url, None);
         bad_path.path = "/v1/chat completions";
-        let Err(CallError::Io(why)) = request_wire(&bad_path) else {
+        let Err(why) = request_wire(&bad_path) else {
             panic!("a path with a space was written");
         };
         assert_eq!(why, "request path \"/v1/chat completions\" cannot be sent");
