@@ -720,20 +720,8 @@ impl Config {
             .filter(|set| **set)
             .count();
             if let Some(id) = &up.runpod_lb_endpoint_id {
-                if !is_endpoint_id(id) {
-                    problem(
-                        &at("runpod_lb_endpoint_id"),
-                        format!(
-                            "{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"
-                        ),
-                    );
-                }
-                if up.api_key.as_deref().unwrap_or("").is_empty() {
-                    problem(
-                        &at("api_key"),
-                        "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")"
-                            .into(),
-                    );
+                for (field, why) in runpod_endpoint_problems("runpod_lb_endpoint_id", id, up) {
+                    problem(&at(field), why);
                 }
             }
             if !(up.weight.is_finite() && up.weight > 0.0) {
@@ -758,20 +746,8 @@ impl Config {
                 ),
                 (None, None) | (Some(_), Some(_)) => {}
                 (Some(id), None) => {
-                    if !is_endpoint_id(id) {
-                        problem(
-                            &at("runpod_endpoint_id"),
-                            format!(
-                                "{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"
-                            ),
-                        );
-                    }
-                    if up.api_key.as_deref().unwrap_or("").is_empty() {
-                        problem(
-                            &at("api_key"),
-                            "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")"
-                                .into(),
-                        );
+                    for (field, why) in runpod_endpoint_problems("runpod_endpoint_id", id, up) {
+                        problem(&at(field), why);
                     }
                 }
                 (None, Some(url)) => {
@@ -1124,6 +1100,29 @@ fn yaml_problem(path: &str, message: &str, location: Option<(u64, u64)>) -> Prob
         },
         why,
     }
+}
+
+/// What is wrong with a RunPod endpoint `id` given in `field` of `up`: its
+/// form, and a missing API key (both kinds of RunPod endpoint need one).
+fn runpod_endpoint_problems(
+    field: &'static str,
+    id: &str,
+    up: &UpstreamConfig,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if !is_endpoint_id(id) {
+        problems.push((
+            field,
+            format!("{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"),
+        ));
+    }
+    if up.api_key.as_deref().unwrap_or("").is_empty() {
+        problems.push((
+            "api_key",
+            "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")".into(),
+        ));
+    }
+    problems
 }
 
 fn is_endpoint_id(id: &str) -> bool {
