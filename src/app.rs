@@ -36,20 +36,19 @@ pub fn build_state(
         metrics.clone(),
         previous.map(|p| &*p.pool),
     )?);
-    let unchanged = |f: fn(&Config) -> String| previous.is_some_and(|p| f(&p.config) == f(config));
     let mcp = match previous {
-        Some(p) if unchanged(|c| format!("{:?}", c.mcp)) => p.mcp.clone(),
+        Some(p) if p.config.mcp == config.mcp => p.mcp.clone(),
         _ => Arc::new(McpServer::new(&config.mcp)),
     };
     let cache = match previous {
-        Some(p) if unchanged(|c| format!("{:?}", c.cache)) => p.cache.clone(),
+        Some(p) if p.config.cache == config.cache => p.cache.clone(),
         _ => config
             .cache
             .enabled
             .then(|| Arc::new(ResearchCache::new(&config.cache))),
     };
     let rate_limit = match previous {
-        Some(p) if unchanged(|c| format!("{:?}", c.rate_limit)) => p.rate_limit.clone(),
+        Some(p) if p.config.rate_limit == config.rate_limit => p.rate_limit.clone(),
         _ => Arc::new(RateLimit::from_config(&config.rate_limit)),
     };
     Ok(Arc::new(AppState {
