@@ -49,67 +49,54 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric")
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "context7_http_requests_total",
-                "Requests answered by the gateway, by route and status code.",
-            ),
+        let requests = counter(
+            "context7_http_requests_total",
+            "Requests answered by the gateway, by route and status code.",
             &["route", "status"],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "context7_http_request_duration_seconds",
-                "Time from the request's arrival to the end of the answer, by route.",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
+        );
+        let request_duration = histogram(
+            "context7_http_request_duration_seconds",
+            "Time from the request's arrival to the end of the answer, by route.",
+            REQUEST_BUCKETS,
             &["route"],
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "context7_upstream_request_duration_seconds",
-                "Time one upstream took to answer one attempt, by upstream.",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
+        );
+        let upstream_duration = histogram(
+            "context7_upstream_request_duration_seconds",
+            "Time one upstream took to answer one attempt, by upstream.",
+            REQUEST_BUCKETS,
             &["upstream"],
-        )
-        .expect("valid metric");
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "context7_upstream_requests_total",
-                "Attempts sent to upstreams, by upstream and outcome.",
-            ),
+        );
+        let upstream_requests = counter(
+            "context7_upstream_requests_total",
+            "Attempts sent to upstreams, by upstream and outcome.",
             &["upstream", "outcome"],
-        )
-        .expect("valid metric");
-        let upstream_healthy = IntGaugeVec::new(
-            Opts::new(
-                "context7_upstream_healthy",
-                "1 when the upstream passed its last health checks, 0 otherwise.",
-            ),
+        );
+        let upstream_healthy = gauge(
+            "context7_upstream_healthy",
+            "1 when the upstream passed its last health checks, 0 otherwise.",
             &["upstream"],
-        )
-        .expect("valid metric");
-        let upstream_tokens = IntCounterVec::new(
-            Opts::new(
-                "context7_upstream_tokens_total",
-                "Tokens reported by upstreams, by upstream, model and kind (prompt or completion).",
-            ),
+        );
+        let upstream_tokens = counter(
+            "context7_upstream_tokens_total",
+            "Tokens reported by upstreams, by upstream, model and kind (prompt or completion).",
             &["upstream", "model", "kind"],
-        )
-        .expect("valid metric");
-        let health_checks = IntCounterVec::new(
-            Opts::new(
-                "context7_health_checks_total",
-                "Active health checks, by upstream and result (up, initializing, down).",
-            ),
+        );
+        let health_checks = counter(
+            "context7_health_checks_total",
+            "Active health checks, by upstream and result (up, initializing, down).",
             &["upstream", "result"],
-        )
-        .expect("valid metric");
+        );
         let upstream_routable = gauge(
             "context7_upstream_routable",
             "1 when the upstream is healthy and not ejected, so selection may choose it.",
@@ -158,24 +145,18 @@ impl Metrics {
             "Workers of a RunPod queue endpoint from its /health, by state (idle, running).",
             &["upstream", "state"],
         );
-        let mcp_messages = IntCounterVec::new(
-            Opts::new(
-                "context7_mcp_messages_total",
-                "JSON-RPC messages received on /mcp, by method (known names only, else \"other\"), \
+        let mcp_messages = counter(
+            "context7_mcp_messages_total",
+            "JSON-RPC messages received on /mcp, by method (known names only, else \"other\"), \
                  tool (for tools/call) and outcome.",
-            ),
             &["method", "tool", "outcome"],
-        )
-        .expect("valid metric");
-        let time_to_first_token = HistogramVec::new(
-            HistogramOpts::new(
-                "context7_time_to_first_token_seconds",
-                "Time from sending a streamed request to its first chunk, by upstream.",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
+        );
+        let time_to_first_token = histogram(
+            "context7_time_to_first_token_seconds",
+            "Time from sending a streamed request to its first chunk, by upstream.",
+            REQUEST_BUCKETS,
             &["upstream"],
-        )
-        .expect("valid metric");
+        );
         let streams_cancelled = IntCounter::new(
             "context7_streams_cancelled_total",
             "Streams whose client left before the end; the upstream request was cancelled.",
@@ -201,18 +182,15 @@ impl Metrics {
             "Research cache lookups, by result (HIT, MISS, BYPASS).",
             &["result"],
         );
-        let gateway_overhead = HistogramVec::new(
-            HistogramOpts::new(
-                "context7_gateway_overhead_seconds",
-                "Time a request spent in the gateway itself, upstream attempts excluded, by route.",
-            )
-            .buckets(vec![
+        let gateway_overhead = histogram(
+            "context7_gateway_overhead_seconds",
+            "Time a request spent in the gateway itself, upstream attempts excluded, by route.",
+            &[
                 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                 0.025, 0.1,
-            ]),
+            ],
             &["route"],
-        )
-        .expect("valid metric");
+        );
         let mut descs = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
