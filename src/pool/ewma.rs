@@ -41,19 +41,23 @@ impl PeakEwma {
     }
 
     fn decayed(&self, now: Instant, decay: Duration) -> f64 {
+        self.estimate * self.weight(now, decay)
+    }
+
+    /// How much of the estimate is left after the time idle since the last sample.
+    fn weight(&self, now: Instant, decay: Duration) -> f64 {
         let idle = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.estimate * (-idle / decay.as_secs_f64().max(1e-9)).exp()
+        (-idle / decay.as_secs_f64().max(1e-9)).exp()
     }
 
     /// Folds in one observed latency.
     pub fn observe(&mut self, sample: Duration, now: Instant, decay: Duration) {
         let sample = sample.as_secs_f64();
-        let current = self.decayed(now, decay);
+        let weight = self.weight(now, decay);
+        let current = self.estimate * weight;
         self.estimate = if !self.sampled || sample > current {
             sample
         } else {
-            let idle = now.saturating_duration_since(self.updated).as_secs_f64();
-            let weight = (-idle / decay.as_secs_f64().max(1e-9)).exp();
             current * weight + sample * (1.0 - weight)
         };
         self.updated = now;
