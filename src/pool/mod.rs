@@ -461,7 +461,7 @@ impl Pool {
                     message,
                 });
                 if load.consecutive_failures >= self.ejection.consecutive_failures
-                    && load.ejected_until.is_none_or(|until| until <= now)
+                    && upstream.ejected_until(now).is_none()
                 {
                     let doubling = 2u32.saturating_pow(load.ejections_in_row.min(16));
                     Some(
@@ -489,7 +489,7 @@ impl Pool {
             }
         };
         if let Some(cooldown) = newly_ejected_for {
-            upstream.set_ejected_until(&mut load, now + cooldown);
+            upstream.set_ejected_until(now + cooldown);
             load.ejections_in_row += 1;
             load.ejections_total += 1;
             load.consecutive_failures = 0;

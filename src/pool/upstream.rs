@@ -175,8 +175,8 @@ pub(super) struct UpstreamState {
     streaks: Mutex<Streaks>,
     pub(super) in_flight: AtomicU64,
     pub(super) load: Mutex<LoadState>,
-    /// `load.ejected_until` as nanoseconds after `epoch` (0: not ejected), so
-    /// that selection reads it without taking the lock.
+    /// When passive ejection ends, as nanoseconds after `epoch` (0: never
+    /// ejected); an atomic, so that selection reads it without taking a lock.
     ejected_until_nanos: AtomicU64,
     epoch: Instant,
     queue: Mutex<Option<QueueDepth>>,
@@ -189,7 +189,6 @@ pub(super) struct LoadState {
     pub consecutive_failures: u32,
     /// Ejections without a success in between; each one doubles the next cooldown.
     pub ejections_in_row: u32,
-    pub ejected_until: Option<Instant>,
     pub ejections_total: u64,
     pub last_error: Option<ErrorRecord>,
 }
@@ -323,7 +322,6 @@ impl Upstream {
                     latency: PeakEwma::new(config.pool.initial_latency, Instant::now()),
                     consecutive_failures: 0,
                     ejections_in_row: 0,
-                    ejected_until: None,
                     ejections_total: 0,
                     last_error: None,
                 }),
@@ -379,9 +377,9 @@ impl Upstream {
         }
     }
 
-    /// Ejects until `until` (called with the load lock held, by the pool).
-    pub(super) fn set_ejected_until(&self, load: &mut LoadState, until: Instant) {
-        load.ejected_until = Some(until);
+    /// Ejects until `until` (called by the pool with the load lock held, so
+    /// that deciding to eject and ejecting are one step).
+    pub(super) fn set_ejected_until(&self, until: Instant) {
         let nanos = until
             .saturating_duration_since(self.shared.epoch)
             .as_nanos();
