@@ -61,6 +61,8 @@ pub fn build_state(
         mcp,
         pool,
         metrics,
+        metrics_port: crate::proxy::port_of(&config.metrics_listen),
+        health_port: crate::proxy::port_of(&config.health_listen),
         config: Arc::new(config.clone()),
     }))
 }

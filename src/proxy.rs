@@ -36,6 +36,10 @@ pub struct AppState {
     pub cache: Option<Arc<ResearchCache>>,
     /// The MCP transport's origin policy and sessions (kept across reloads).
     pub mcp: Arc<McpServer>,
+    /// Ports of `metrics_listen` and `health_listen`, parsed once per
+    /// configuration rather than on every request.
+    pub metrics_port: Option<u16>,
+    pub health_port: Option<u16>,
 }
 
 /// Requests being served now, across reloads: a graceful stop waits for zero.
@@ -247,11 +251,12 @@ async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) ->
         write_reply(session, ctx, refusal).await?;
         return Ok(true);
     }
-    if let Some(reply) = listener_refusal(state, session, ctx.route) {
+    let port = local_port(session);
+    if let Some(reply) = listener_refusal(state, port, ctx.route) {
         write_reply(session, ctx, reply).await?;
         return Ok(true);
     }
-    if let Some(reply) = admit(state, session, ctx) {
+    if let Some(reply) = admit(state, session, port, ctx) {
         write_reply(session, ctx, reply).await?;
         return Ok(true);
     }
@@ -309,7 +314,7 @@ fn local_port(session: &Session) -> Option<u16> {
         .map(|a| a.port())
 }
 
-fn port_of(address: &Option<String>) -> Option<u16> {
+pub(crate) fn port_of(address: &Option<String>) -> Option<u16> {
     address
         .as_deref()
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -319,16 +324,13 @@ fn port_of(address: &Option<String>) -> Option<u16> {
 /// The extra listeners serve only their routes: `health_listen` `/ping`,
 /// `metrics_listen` `/metrics` and `/status` (and those two then leave the
 /// main listener).
-fn listener_refusal(state: &AppState, session: &Session, route: Route) -> Option<Reply> {
-    let port = local_port(session);
-    let metrics_port = port_of(&state.config.metrics_listen);
-    let health_port = port_of(&state.config.health_listen);
-    let allowed = if port.is_some() && port == health_port {
+fn listener_refusal(state: &AppState, port: Option<u16>, route: Route) -> Option<Reply> {
+    let allowed = if port.is_some() && port == state.health_port {
         route == Route::Ping
-    } else if port.is_some() && port == metrics_port {
+    } else if port.is_some() && port == state.metrics_port {
         matches!(route, Route::Metrics | Route::Status)
     } else {
-        metrics_port.is_none() || !matches!(route, Route::Metrics | Route::Status)
+        state.metrics_port.is_none() || !matches!(route, Route::Metrics | Route::Status)
     };
     (!allowed).then(|| Reply::detail(404, "Not Found"))
 }
@@ -362,9 +364,13 @@ fn rate_limited(route: Route) -> bool {
 }
 
 /// Client key and rate limit: `Some(answer)` when the request is refused.
-fn admit(state: &AppState, session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
-    let on_metrics_listener = local_port(session).is_some()
-        && local_port(session) == port_of(&state.config.metrics_listen);
+fn admit(
+    state: &AppState,
+    session: &Session,
+    port: Option<u16>,
+    ctx: &mut RequestCtx,
+) -> Option<Reply> {
+    let on_metrics_listener = port.is_some() && port == state.metrics_port;
     let ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
