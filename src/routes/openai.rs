@@ -277,16 +277,17 @@ impl OpenAiService {
 
     /// The name under which `upstream` serves the requested model, if it does:
     /// the name itself, or the alias target it serves.
-    pub fn served_name(&self, upstream: &Upstream, requested: &str) -> Option<String> {
+    /// Borrowed: it runs for every candidate of every selection.
+    fn served_name<'a>(&'a self, upstream: &Upstream, requested: &'a str) -> Option<&'a str> {
         if let Some(targets) = self.aliases.get(requested) {
             if let Some(t) = targets.iter().find(|t| upstream.knows_model(t)) {
-                return Some(t.clone());
+                return Some(t);
             }
             if upstream.serves_anything() {
-                return targets.first().cloned();
+                return targets.first().map(String::as_str);
             }
         }
-        upstream.serves(requested).then(|| requested.to_string())
+        upstream.serves(requested).then_some(requested)
     }
 
     /// Whether `upstream` is known (configured or discovered) to serve the
@@ -400,9 +401,9 @@ impl OpenAiService {
             };
             let served = self
                 .served_name(&upstream, &request.model)
-                .unwrap_or_else(|| request.model.clone());
+                .unwrap_or(&request.model);
             match self
-                .attempt(session, endpoint, &request, &upstream, &served, deadline)
+                .attempt(session, endpoint, &request, &upstream, served, deadline)
                 .await
             {
                 Ok(served) => return Ok(served),
