@@ -94,7 +94,7 @@ pub struct RequestCtx {
     query: Option<String>,
     /// Time spent waiting on upstreams, to tell the gateway's own time apart.
     upstream_time: std::time::Duration,
-    _in_flight: Option<InFlightGuard>,
+    _in_flight: InFlightGuard,
 }
 
 #[async_trait]
@@ -113,7 +113,7 @@ impl ProxyHttp for Gateway {
             tokens: None,
             query: None,
             upstream_time: std::time::Duration::ZERO,
-            _in_flight: Some(self.in_flight.enter()),
+            _in_flight: self.in_flight.enter(),
         }
     }
 
@@ -585,7 +585,7 @@ async fn openai(
     };
     match state.openai.serve(session, endpoint, body).await {
         Ok(served) => {
-            ctx.status = served.status;
+            ctx.status = 200;
             ctx.upstream = Some(served.upstream);
             ctx.tokens = served.tokens;
         }

@@ -228,10 +228,10 @@ impl ParsedRequest {
     }
 }
 
-/// How a proxied request ended, for the access log and metrics.
+/// How a proxied request ended (always with a 200: anything else is an
+/// `OpenAiError`), for the access log and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
-    pub status: u16,
     pub upstream: String,
     /// Prompt plus completion tokens, when the upstream reported them.
     pub tokens: Option<u64>,
@@ -616,7 +616,6 @@ impl OpenAiService {
             let _ = session.write_response_body(Some(reply.body), true).await;
         }
         Ok(Served {
-            status: 200,
             upstream: upstream.name.clone(),
             tokens,
         })
@@ -706,7 +705,6 @@ impl OpenAiService {
             attempt.finish(Outcome::Success(ttft));
             self.metrics.streams_cancelled.inc();
             return Ok(Served {
-                status: 200,
                 upstream: upstream.name.clone(),
                 tokens: None,
             });
@@ -767,7 +765,6 @@ impl OpenAiService {
             }
         }
         Ok(Served {
-            status: 200,
             upstream: upstream.name.clone(),
             tokens: watcher
                 .usage()
