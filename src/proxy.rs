@@ -657,17 +657,16 @@ async fn read_json_body(
     let limit = state.config.limits.max_body_bytes;
     let timeout = state.client.body_timeout;
     let header = session.req_header();
-    let text = |name: http::header::HeaderName| {
-        header
-            .headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("").to_string())
-    };
-    let content_type = text(http::header::CONTENT_TYPE);
+    let text =
+        |name: http::header::HeaderName| header.headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    // Borrowed from the head; only a refused content type is copied out.
+    let refused_type = text(http::header::CONTENT_TYPE)
+        .filter(|ct| check_type && !is_json(ct))
+        .map(str::to_string);
     let declared = text(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
     let expects_continue =
         text(http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if check_type && let Some(content_type) = content_type.filter(|ct| !is_json(ct)) {
+    if let Some(content_type) = refused_type {
         session.set_keepalive(None);
         return Ok(Err(BodyRefused::MediaType(content_type)));
     }
@@ -694,14 +693,20 @@ async fn read_json_body(
 
 /// `application/json` or any `application/*+json`, parameters allowed.
 pub(crate) fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| essence.get(at..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+    };
+    essence.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
 }
 
 /// Reads the whole request body; `None` when it grows past `limit`.
@@ -769,5 +774,35 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_media_types_in_any_case_with_parameters() {
+        for accepted in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/vnd.api+json",
+            "APPLICATION/LD+JSON;profile=x",
+        ] {
+            assert!(is_json(accepted), "{accepted:?} refused");
+        }
+        for refused in [
+            "",
+            "json",
+            "text/plain",
+            "application/jsonx",
+            "application/json-patch",
+            "text/x+json",
+            "application/é+json2",
+            "applicatioñ/json",
+        ] {
+            assert!(!is_json(refused), "{refused:?} accepted");
+        }
     }
 }
