@@ -567,17 +567,6 @@ fn framing(raw: &[u8]) -> Framing {
     framing
 }
 
-#[cfg(test)]
-fn declares_body(raw: &[u8]) -> bool {
-    framing(raw).declares_body()
-}
-
-/// The refusal a raw head deserves, if any.
-#[cfg(test)]
-fn judge_head(raw: &[u8], limits: &ClientLimits, takes_body: bool) -> Option<Reply> {
-    judge(raw.len(), &framing(raw), limits, takes_body)
-}
-
 /// The refusal a head of `head_len` bytes with this framing deserves, if any.
 fn judge(
     head_len: usize,
@@ -638,35 +627,39 @@ mod tests {
             "POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
         ] {
-            let reply = judge_head(head.as_bytes(), &limits(), true).unwrap();
+            let reply = judge(head.len(), &framing(head.as_bytes()), &limits(), true).unwrap();
             assert_eq!(reply.status, 400, "{head}");
         }
         let head = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
-        assert_eq!(judge_head(head.as_bytes(), &limits(), true), None);
+        assert_eq!(
+            judge(head.len(), &framing(head.as_bytes()), &limits(), true),
+            None
+        );
     }
 
     #[test]
     fn a_declared_body_over_the_limit_is_refused_where_no_body_is_read() {
         let head = "GET / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n";
         assert_eq!(
-            judge_head(head.as_bytes(), &limits(), false)
+            judge(head.len(), &framing(head.as_bytes()), &limits(), false)
                 .unwrap()
                 .status,
             413
         );
         // A route that reads bodies answers in its own format.
-        assert_eq!(judge_head(head.as_bytes(), &limits(), true), None);
-        assert!(declares_body(head.as_bytes()));
-        assert!(!declares_body(
-            b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-        ));
+        assert_eq!(
+            judge(head.len(), &framing(head.as_bytes()), &limits(), true),
+            None
+        );
+        assert!(framing(head.as_bytes()).declares_body());
+        assert!(!framing(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").declares_body());
     }
 
     #[test]
     fn a_head_over_the_limit_is_431() {
         let head = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(200));
         assert_eq!(
-            judge_head(head.as_bytes(), &limits(), false)
+            judge(head.len(), &framing(head.as_bytes()), &limits(), false)
                 .unwrap()
                 .status,
             431
