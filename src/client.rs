@@ -474,6 +474,29 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_a_body_has_no_body_headers_and_the_port_in_host() {
+        for (base, host) in [
+            ("http://127.0.0.1:8000/v1", "127.0.0.1:8000"),
+            ("http://[::1]:8000/v1", "[::1]:8000"),
+            ("http://vllm.internal/v1", "vllm.internal"),
+        ] {
+            let url = parse_base_url(base).unwrap();
+            let mut get = request(&url, None);
+            get.method = "GET";
+            get.path = "/v1/models";
+            get.body = None;
+            let wire = request_wire(&get).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&wire).unwrap(),
+                format!(
+                    "GET /v1/models HTTP/1.1\r\nhost: {host}\r\nuser-agent: {USER_AGENT}\r\n\
+                     accept: application/json\r\naccept-encoding: identity\r\n\r\n"
+                )
+            );
+        }
+    }
+
+    #[test]
     fn a_value_that_would_break_its_line_is_refused() {
         let url = parse_base_url("http://127.0.0.1:8000/v1").unwrap();
         let Err(why) = request_wire(&request(&url, Some("Bearer a\r\nx-evil: 1"))) else {

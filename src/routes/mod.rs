@@ -196,8 +196,15 @@ mod tests {
 
     #[test]
     fn timestamps_are_iso_8601_with_offset() {
+        let before = chrono::Utc::now();
         let t = iso_timestamp();
-        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+        let after = chrono::Utc::now();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&t).expect(&t);
+        // Now, not some other instant (microseconds: the form keeps no more).
+        assert!(
+            before - chrono::TimeDelta::microseconds(1) <= parsed && parsed <= after,
+            "{t}"
+        );
         assert!(t.ends_with("+00:00") && t.len() == 32, "{t}");
         let at = |secs, nanos| std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
         // What Python's isoformat() writes for the same instants.
