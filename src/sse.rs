@@ -42,6 +42,8 @@ impl SseWatcher {
                         let event = std::mem::take(&mut self.pending);
                         let body_len = event.len().saturating_sub(separator);
                         self.inspect(&event[..body_len]);
+                        // Back, so that its capacity serves the next event.
+                        self.pending = event;
                     }
                     self.pending.clear();
                     self.skipping = false;
