@@ -556,8 +556,15 @@ fn mcp_handler_answers_every_message_with_a_documented_status() {
                     serde_json::to_vec(&message).unwrap()
                 };
                 let request = HttpRequest::from_parts(&method, &headers);
-                let answer = runtime.block_on(state.mcp.answer(&state, &request, &body));
-                let reply = answer.reply;
+                // As `/mcp` runs it: the checks before the body, then the answer.
+                let reply = match state.mcp.refuse_before_body(&request) {
+                    Some(refusal) => refusal,
+                    None => {
+                        runtime
+                            .block_on(state.mcp.answer(&state, &request, &body))
+                            .reply
+                    }
+                };
                 prop_assert!(
                     allowed.contains(&reply.status),
                     "{} for {:?}",

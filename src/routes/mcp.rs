@@ -954,11 +954,10 @@ impl McpServer {
         None
     }
 
-    /// Answers a request to `/mcp` whose body (empty for DELETE) was read.
+    /// Answers a request to `/mcp` whose body (empty for DELETE) was read,
+    /// after [`Self::refuse_before_body`] let it through (the caller runs it
+    /// before reading the body, so it is not run again here).
     pub async fn answer(&self, state: &AppState, request: &HttpRequest, body: &[u8]) -> McpAnswer {
-        if let Some(refusal) = self.refuse_before_body(request) {
-            return refusal.into();
-        }
         if request.method == http::Method::DELETE {
             return self.end_session(request).into();
         }
