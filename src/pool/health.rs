@@ -92,10 +92,6 @@ impl HealthChecker {
                 _ => log::warn!("upstream {} is unhealthy: {detail}", up.name),
             }
         }
-        self.metrics
-            .upstream_healthy
-            .with_label_values(&[&up.name])
-            .set(i64::from(up.is_healthy()));
         let due = changed == Some(Health::Healthy) || round.is_multiple_of(DISCOVERY_EVERY);
         if config.discover_models && up.can_discover_models() && up.is_healthy() && due {
             match tokio::time::timeout(config.timeout, self.discover_models(up, config)).await {
