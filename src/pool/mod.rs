@@ -376,19 +376,19 @@ impl Pool {
     /// those that have one (neutral: neither favoured nor avoided), or the
     /// configured initial latency when nobody has a sample.
     pub fn latency_estimate(&self, u: &Upstream, now: Instant) -> Duration {
-        if u.has_latency_sample() {
-            return u.latency_estimate(now, self.settings.decay);
+        let decay = self.settings.decay;
+        if let Some(estimate) = u.sampled_latency(now, decay) {
+            return estimate;
         }
-        let sampled: Vec<Duration> = self
+        let (sum, count) = self
             .upstreams
             .iter()
-            .filter(|o| o.has_latency_sample())
-            .map(|o| o.latency_estimate(now, self.settings.decay))
-            .collect();
-        if sampled.is_empty() {
+            .filter_map(|o| o.sampled_latency(now, decay))
+            .fold((Duration::ZERO, 0u32), |(sum, n), d| (sum + d, n + 1));
+        if count == 0 {
             self.settings.initial_latency
         } else {
-            sampled.iter().sum::<Duration>() / sampled.len() as u32
+            sum / count
         }
     }
 

@@ -404,6 +404,18 @@ impl Upstream {
         self.load().latency.is_sampled()
     }
 
+    /// The latency estimate at `now`, if any sample was taken (one lock).
+    pub fn sampled_latency(
+        &self,
+        now: Instant,
+        decay: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let load = self.load();
+        load.latency
+            .is_sampled()
+            .then(|| load.latency.estimate(now, decay))
+    }
+
     /// The latency estimate at `now`.
     pub fn latency_estimate(
         &self,
