@@ -446,8 +446,7 @@ fn refused(route: Route, refusal: &Refusal) -> Reply {
     };
     let reply = match route {
         Route::ChatCompletions | Route::Completions | Route::Models => {
-            let mut error = OpenAiError::new(status, kind, message);
-            error.code = serde_json::json!(code);
+            let error = OpenAiError::new(status, kind, message).code(code);
             error.reply()
         }
         Route::Mcp => mcp::transport_error(status, -32001, message),
@@ -550,35 +549,28 @@ async fn openai(
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
 ) -> Result<bool> {
-    let body = match read_json_body(session, state, true).await? {
+    let refusal = match read_json_body(session, state, true).await? {
+        Ok(body) => Ok(body),
+        Err(BodyRefused::TimedOut(limit)) => Err((
+            408,
+            format!(
+                "The request body was not received within {}.",
+                humantime::format_duration(limit)
+            ),
+        )),
+        Err(BodyRefused::MediaType(content_type)) => Err((
+            415,
+            format!("Unsupported media type {content_type:?}: send application/json."),
+        )),
+        Err(BodyRefused::TooLarge(limit)) => Err((
+            413,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )),
+    };
+    let body = match refusal {
         Ok(body) => body,
-        Err(BodyRefused::TimedOut(limit)) => {
-            let error = OpenAiError::new(
-                408,
-                "invalid_request_error",
-                format!(
-                    "The request body was not received within {}.",
-                    humantime::format_duration(limit)
-                ),
-            );
-            write_reply(session, ctx, error.reply()).await?;
-            return Ok(true);
-        }
-        Err(BodyRefused::MediaType(content_type)) => {
-            let error = OpenAiError::new(
-                415,
-                "invalid_request_error",
-                format!("Unsupported media type {content_type:?}: send application/json."),
-            );
-            write_reply(session, ctx, error.reply()).await?;
-            return Ok(true);
-        }
-        Err(BodyRefused::TooLarge(limit)) => {
-            let error = OpenAiError::new(
-                413,
-                "invalid_request_error",
-                format!("The request body is larger than the limit of {limit} bytes."),
-            );
+        Err((status, message)) => {
+            let error = OpenAiError::new(status, "invalid_request_error", message);
             write_reply(session, ctx, error.reply()).await?;
             return Ok(true);
         }

@@ -68,7 +68,7 @@ impl OpenAiError {
         self
     }
 
-    fn code(mut self, code: &str) -> OpenAiError {
+    pub(crate) fn code(mut self, code: &str) -> OpenAiError {
         self.code = json!(code);
         self
     }
