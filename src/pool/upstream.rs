@@ -221,24 +221,31 @@ impl Upstream {
 
     /// Builds an upstream from a validated configuration entry.
     pub fn from_config(index: usize, up: &UpstreamConfig, config: &Config) -> Result<Self, String> {
-        let (kind, base, health_target) = match (&up.runpod_endpoint_id, &up.base_url) {
-            (None, None) if up.runpod_lb_endpoint_id.is_some() => {
-                let id = up.runpod_lb_endpoint_id.clone().unwrap_or_default();
+        // vLLM and RunPod load-balancing workers answer `/ping` on their own host.
+        let ping_at = |base: &BaseUrl| HealthTarget {
+            url: BaseUrl {
+                path: config.health_check.path.clone(),
+                ..base.clone()
+            },
+            contract: ProbeContract::Ping,
+        };
+        let (kind, base, health_target) = match (
+            &up.runpod_endpoint_id,
+            &up.base_url,
+            &up.runpod_lb_endpoint_id,
+        ) {
+            (None, None, Some(id)) => {
                 let base = parse_base_url(&format!("https://{id}.api.runpod.ai/v1"))?;
-                let health = HealthTarget {
-                    url: BaseUrl {
-                        path: config.health_check.path.clone(),
-                        ..base.clone()
-                    },
-                    contract: ProbeContract::Ping,
-                };
+                let health = ping_at(&base);
                 (
-                    UpstreamKind::RunPodLoadBalancer { endpoint_id: id },
+                    UpstreamKind::RunPodLoadBalancer {
+                        endpoint_id: id.clone(),
+                    },
                     base,
                     health,
                 )
             }
-            (Some(id), _) => {
+            (Some(id), _, _) => {
                 let api = parse_base_url(&config.runpod_api_base)?;
                 let base = BaseUrl {
                     path: format!("{}/v2/{id}/openai/v1", api.path),
@@ -259,18 +266,12 @@ impl Upstream {
                     health,
                 )
             }
-            (None, Some(url)) => {
+            (None, Some(url), _) => {
                 let base = parse_base_url(url)?;
-                let health = HealthTarget {
-                    url: BaseUrl {
-                        path: config.health_check.path.clone(),
-                        ..base.clone()
-                    },
-                    contract: ProbeContract::Ping,
-                };
+                let health = ping_at(&base);
                 (UpstreamKind::OpenAi, base, health)
             }
-            (None, None) => return Err(format!("upstream {:?} has no address", up.name)),
+            (None, None, None) => return Err(format!("upstream {:?} has no address", up.name)),
         };
         let health_target = match &up.health_url {
             Some(url) => HealthTarget {
