@@ -1,18 +1,13 @@
-//! The one place that wires the gateway together: the state built from a
-//! configuration (pool, services, limits), the Pingora server with its
-//! listeners and background services, reloads on SIGHUP, and shutdown.
+//! The one place that wires the gateway together: the Pingora server with
+//! its listeners and background services (health checks, reloads on SIGHUP,
+//! housekeeping), and shutdown. The state it serves is built in `state`.
 
-use crate::auth::{ClientKeys, RateLimit};
-use crate::cache::ResearchCache;
 use crate::config::{Config, ConfigError};
 use crate::guard::ClientLimits;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
 use crate::pool::health::HealthChecker;
-use crate::proxy::{AppState, Gateway, InFlight, SharedState};
-use crate::routes::mcp::McpServer;
-use crate::routes::openai::OpenAiService;
-use crate::routes::research::ResearchService;
+use crate::proxy::Gateway;
+use crate::state::{AppState, InFlight, SharedState, StartError, build_state};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -23,50 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Builds the state for `config`. With `previous` (a reload), upstreams that
-/// stay the same endpoint keep their live state, and the MCP sessions, the
-/// cache and the rate-limit buckets carry on when their settings did not change.
-pub fn build_state(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    previous: Option<&AppState>,
-) -> Result<Arc<AppState>, String> {
-    let pool = Arc::new(Pool::from_config_after(
-        config,
-        metrics.clone(),
-        previous.map(|p| &*p.pool),
-    )?);
-    let mcp = match previous {
-        Some(p) if p.config.mcp == config.mcp => p.mcp.clone(),
-        _ => Arc::new(McpServer::new(&config.mcp)),
-    };
-    let cache = match previous {
-        Some(p) if p.config.cache == config.cache => p.cache.clone(),
-        _ => config
-            .cache
-            .enabled
-            .then(|| Arc::new(ResearchCache::new(&config.cache))),
-    };
-    let rate_limit = match previous {
-        Some(p) if p.config.rate_limit == config.rate_limit => p.rate_limit.clone(),
-        _ => Arc::new(RateLimit::from_config(&config.rate_limit)),
-    };
-    Ok(Arc::new(AppState {
-        research: ResearchService::new(config, pool.clone(), metrics.clone()),
-        openai: OpenAiService::new(config, pool.clone(), metrics.clone()),
-        keys: ClientKeys::from_config(&config.auth)?,
-        client: ClientLimits::from_config(&config.limits),
-        rate_limit,
-        cache,
-        mcp,
-        pool,
-        metrics,
-        metrics_port: crate::proxy::port_of(&config.metrics_listen),
-        health_port: crate::proxy::port_of(&config.health_listen),
-        config: Arc::new(config.clone()),
-    }))
-}
-
 /// Everything built from one configuration, before it runs.
 pub struct Built {
     pub server: Server,
@@ -76,7 +27,7 @@ pub struct Built {
 }
 
 /// Builds the Pingora server for `config` (already validated).
-pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
+pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, StartError> {
     let metrics = Arc::new(Metrics::new());
     let state: SharedState = Arc::new(ArcSwap::new(build_state(config, metrics.clone(), None)?));
     let in_flight = InFlight::default();
@@ -117,9 +68,11 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, String> {
     server.add_service(proxy);
 
     let current = state.clone();
+    // The probes share the requests' client, so they keep its connections warm.
+    let client = state.load().client.clone();
     let checker = HealthChecker::new(
         Arc::new(move || current.load().pool.clone()),
-        config.timeouts.connect.min(config.health_check.timeout),
+        client,
         metrics,
     );
     server.add_service(background_service("health checks", checker));
@@ -174,16 +127,8 @@ impl Reloader {
                 log::warn!("reload: {what} changed from {old} to {new}; that takes a restart");
             }
         }
-        let state =
-            build_state(&config, current.metrics.clone(), Some(&current)).map_err(|why| {
-                ConfigError {
-                    source: self.path.display().to_string(),
-                    problems: vec![crate::config::Problem {
-                        at: "upstreams".into(),
-                        why,
-                    }],
-                }
-            })?;
+        let state = build_state(&config, current.metrics.clone(), Some(&current))
+            .map_err(|e| e.in_source(&self.path.display().to_string()))?;
         self.state.store(state.clone());
         Ok(state)
     }
@@ -275,7 +220,7 @@ impl ShutdownSignalWatch for Signals {
 /// requests finish within `shutdown.grace_period`), SIGINT fast, SIGQUIT hands
 /// the listening sockets to a new process started with `--upgrade`, SIGHUP
 /// reloads `config_path`.
-pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Result<(), String> {
+pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Result<(), StartError> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
@@ -334,7 +279,7 @@ impl RunningGateway {
                 .map_err(|e| format!("no free port: {e}"))?;
             config.listen = probe.local_addr().map_err(|e| e.to_string())?.to_string();
         }
-        let built = build(&config, None)?;
+        let built = build(&config, None).map_err(|e| e.to_string())?;
         let address = built.listen;
         let shared = built.state.clone();
         let stop = Arc::new(tokio::sync::Notify::new());

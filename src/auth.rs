@@ -51,31 +51,11 @@ impl std::fmt::Debug for ClientKeys {
     }
 }
 
-/// Reads a keys file: one key per line, blank lines and `#` comments skipped.
-pub fn read_keys_file(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let keys: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    if let Some(n) = keys.iter().position(|k| k.len() < 8) {
-        return Err(format!(
-            "{}: key {} is shorter than 8 characters",
-            path.display(),
-            n + 1
-        ));
-    }
-    Ok(keys)
-}
-
 impl ClientKeys {
     pub fn from_config(config: &AuthConfig) -> Result<ClientKeys, String> {
         let mut keys: Vec<String> = config.keys.iter().map(|k| k.trim().to_string()).collect();
         if let Some(file) = &config.keys_file {
-            keys.extend(read_keys_file(Path::new(file))?);
+            keys.extend(crate::config::read_keys_file(Path::new(file))?);
         }
         Ok(ClientKeys {
             keys: keys.into_iter().map(String::into_bytes).collect(),

@@ -1,9 +1,11 @@
-//! Requests the gateway itself makes to upstreams (research calls, health
-//! probes), over Pingora's connector: pooled keep-alive connections, rustls with
-//! verified certificates, SNI and `Host` taken from the upstream's URL.
+//! The gateway's one HTTP client towards upstreams: every request the gateway
+//! makes (research, OpenAI, health probes, model discovery) goes through one
+//! instance, built once per process and kept across reloads, over Pingora's
+//! connector: pooled keep-alive connections, rustls with verified
+//! certificates, SNI and `Host` taken from the URL. It knows addresses and
+//! URLs, not upstreams: choosing one is the pool's job (`pool::call`).
 
 use crate::config::BaseUrl;
-use crate::pool::Upstream;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use pingora::connectors::http::v1::Connector;
@@ -37,6 +39,8 @@ pub struct UpstreamRequest<'a> {
     pub read_timeout: Option<Duration>,
     /// `Accept` header: `application/json`, or `text/event-stream` for streams.
     pub accept: &'static str,
+    /// Limit on making a connection (TCP and TLS) and on writing the request.
+    pub connect_timeout: Duration,
 }
 
 /// A whole answer from an upstream.
@@ -53,8 +57,6 @@ pub struct UpstreamReply {
 /// Why a request to an upstream produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// The host name has no address (yet): resolution failed or has not run.
-    NoAddress(String),
     /// No connection could be made: refused, unreachable, TLS failed, connect timeout.
     /// Nothing was sent, so another upstream can safely be tried.
     Connect(String),
@@ -70,7 +72,7 @@ pub enum CallError {
 impl CallError {
     /// Whether the request certainly never reached the upstream.
     pub fn nothing_sent(&self) -> bool {
-        matches!(self, CallError::NoAddress(_) | CallError::Connect(_))
+        matches!(self, CallError::Connect(_))
     }
 
     /// Whether it failed before any byte of an answer arrived.
@@ -82,7 +84,6 @@ impl CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::NoAddress(why) => write!(f, "no address: {why}"),
             CallError::Connect(why) => write!(f, "connection failed: {why}"),
             CallError::NoAnswer(why) => write!(f, "connection broken before an answer: {why}"),
             CallError::Io(why) => write!(f, "connection broken: {why}"),
@@ -91,59 +92,39 @@ impl fmt::Display for CallError {
     }
 }
 
-/// The gateway's own HTTP client towards upstreams.
+/// The gateway's HTTP client towards upstreams, and its connection pool.
 pub struct UpstreamClient {
     connector: Connector,
-    connect_timeout: Duration,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        UpstreamClient::new()
+    }
 }
 
 impl UpstreamClient {
-    pub fn new(connect_timeout: Duration) -> UpstreamClient {
+    pub fn new() -> UpstreamClient {
         UpstreamClient {
             connector: Connector::new(None),
-            connect_timeout,
         }
     }
 
-    /// Sends `req` to `upstream`'s resolved address and reads the whole answer.
+    /// Sends `req` to `address` and reads the whole answer.
     ///
     /// The caller bounds the total time; `read_timeout` bounds each read.
     pub async fn send(
         &self,
-        upstream: &Upstream,
-        req: &UpstreamRequest<'_>,
-    ) -> Result<UpstreamReply, CallError> {
-        self.open(upstream, req).await?.read_all(req.max_body).await
-    }
-
-    /// Sends `req` to `address` (a health target elsewhere than the API, say)
-    /// and reads the whole answer.
-    pub async fn send_at(
-        &self,
         address: SocketAddr,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamReply, CallError> {
-        self.open_at(address, req)
-            .await?
-            .read_all(req.max_body)
-            .await
+        self.open(address, req).await?.read_all(req.max_body).await
     }
 
-    /// Sends `req` to `upstream` and returns once the answer's header is in,
-    /// leaving its body to be read chunk by chunk.
+    /// Sends `req` to `address`, with TLS, SNI and `Host` from `req.url`, and
+    /// returns once the answer's header is in, leaving its body to be read
+    /// chunk by chunk.
     pub async fn open<'c>(
-        &'c self,
-        upstream: &Upstream,
-        req: &UpstreamRequest<'_>,
-    ) -> Result<Exchange<'c>, CallError> {
-        let address = upstream
-            .address()
-            .ok_or_else(|| CallError::NoAddress(format!("{} did not resolve", req.url.host)))?;
-        self.open_at(address, req).await
-    }
-
-    /// Sends `req` to `address`, with TLS, SNI and `Host` from `req.url`.
-    pub async fn open_at<'c>(
         &'c self,
         address: SocketAddr,
         req: &UpstreamRequest<'_>,
@@ -158,14 +139,8 @@ impl UpstreamClient {
         loop {
             tries += 1;
             let (session, reused) = self.session_for(&peer).await?;
-            let (mut session, sent) = send_request(
-                session,
-                &peer,
-                &wire,
-                req.read_timeout,
-                self.connect_timeout,
-            )
-            .await;
+            let (mut session, sent) =
+                send_request(session, &peer, &wire, req.read_timeout, req.connect_timeout).await;
             match sent {
                 Ok(()) => {
                     return Ok(Exchange {
@@ -218,8 +193,9 @@ impl UpstreamClient {
 
     fn peer(&self, address: SocketAddr, req: &UpstreamRequest<'_>) -> HttpPeer {
         let mut peer = HttpPeer::new(address, req.url.tls, req.url.host.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        // Not part of the pool's key: requests with other limits share connections.
+        peer.options.connection_timeout = Some(req.connect_timeout);
+        peer.options.total_connection_timeout = Some(req.connect_timeout);
         peer.options.idle_timeout = Some(IDLE_TIMEOUT);
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
@@ -458,6 +434,7 @@ mod tests {
             max_body: 1024,
             read_timeout: None,
             accept: "application/json",
+            connect_timeout: Duration::from_secs(1),
         }
     }
 

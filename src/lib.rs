@@ -2,6 +2,7 @@
 //! OpenAI-compatible endpoints. The modules are public for `tests/` and `benches/`.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod cache;
@@ -15,5 +16,7 @@ pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod scope;
+pub mod serve;
 pub mod sim;
 pub mod sse;
+pub mod state;

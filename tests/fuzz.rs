@@ -522,7 +522,7 @@ fn mcp_handler_answers_every_message_with_a_documented_status() {
         h
     });
     let opened = runtime.block_on(state.mcp.answer(
-        &state,
+        &state.mcp_tools(),
         &init,
         br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"fuzz","version":"1"}}}"#,
     ));
@@ -561,7 +561,7 @@ fn mcp_handler_answers_every_message_with_a_documented_status() {
                     Some(refusal) => refusal,
                     None => {
                         runtime
-                            .block_on(state.mcp.answer(&state, &request, &body))
+                            .block_on(state.mcp.answer(&state.mcp_tools(), &request, &body))
                             .reply
                     }
                 };

@@ -20,7 +20,8 @@ pub type CurrentPool = Arc<dyn Fn() -> Arc<Pool> + Send + Sync>;
 /// Probes every upstream of the current pool and records the results.
 pub struct HealthChecker {
     current: CurrentPool,
-    client: UpstreamClient,
+    /// The gateway's one client: probes keep warm the connections requests use.
+    client: Arc<UpstreamClient>,
     metrics: Arc<Metrics>,
     rounds: std::sync::atomic::AtomicU64,
 }
@@ -29,24 +30,28 @@ pub struct HealthChecker {
 const DISCOVERY_EVERY: u64 = 12;
 
 impl HealthChecker {
-    /// `connect_timeout` bounds the probes' connects (each probe is also bounded
-    /// by the pool's `health_check.timeout`).
+    /// Each probe's connect is bounded by `timeouts.connect` and by
+    /// `health_check.timeout`, whichever is shorter, as the current pool has them.
     pub fn new(
         current: CurrentPool,
-        connect_timeout: Duration,
+        client: Arc<UpstreamClient>,
         metrics: Arc<Metrics>,
     ) -> HealthChecker {
         HealthChecker {
             current,
-            client: UpstreamClient::new(connect_timeout),
+            client,
             metrics,
             rounds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// A checker of one fixed pool (tests, tools).
-    pub fn of(pool: Arc<Pool>, connect_timeout: Duration, metrics: Arc<Metrics>) -> HealthChecker {
-        HealthChecker::new(Arc::new(move || pool.clone()), connect_timeout, metrics)
+    pub fn of(
+        pool: Arc<Pool>,
+        client: Arc<UpstreamClient>,
+        metrics: Arc<Metrics>,
+    ) -> HealthChecker {
+        HealthChecker::new(Arc::new(move || pool.clone()), client, metrics)
     }
 
     /// Runs one round: every upstream probed concurrently.
@@ -56,16 +61,25 @@ impl HealthChecker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pool = (self.current)();
         let config = pool.health_config();
+        let connect_timeout = pool.connect_timeout().min(config.timeout);
         let probes = pool
             .upstreams()
             .iter()
-            .map(|up| self.check_one(up, config, round));
+            .map(|up| self.check_one(up, config, connect_timeout, round));
         futures::future::join_all(probes).await;
     }
 
-    async fn check_one(&self, up: &Arc<Upstream>, config: &HealthCheckConfig, round: u64) {
+    async fn check_one(
+        &self,
+        up: &Arc<Upstream>,
+        config: &HealthCheckConfig,
+        connect_timeout: Duration,
+        round: u64,
+    ) {
         let (outcome, detail) =
-            match tokio::time::timeout(config.timeout, self.probe(up, config)).await {
+            match tokio::time::timeout(config.timeout, self.probe(up, config, connect_timeout))
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => (
                     CheckOutcome::Down,
@@ -94,7 +108,8 @@ impl HealthChecker {
         }
         let due = changed == Some(Health::Healthy) || round.is_multiple_of(DISCOVERY_EVERY);
         if config.discover_models && up.can_discover_models() && up.is_healthy() && due {
-            match tokio::time::timeout(config.timeout, self.discover_models(up, config)).await {
+            let discovery = self.discover_models(up, config, connect_timeout);
+            match tokio::time::timeout(config.timeout, discovery).await {
                 Ok(Ok(models)) => up.set_discovered_models(models),
                 Ok(Err(why)) => log::debug!("upstream {}: no model list: {why}", up.name),
                 Err(_) => log::debug!("upstream {}: no model list in time", up.name),
@@ -107,7 +122,11 @@ impl HealthChecker {
         &self,
         up: &Upstream,
         config: &HealthCheckConfig,
+        connect_timeout: Duration,
     ) -> Result<Vec<String>, String> {
+        let address = up
+            .address()
+            .ok_or_else(|| format!("{} has no address", up.base.host))?;
         let path = format!("{}/models", up.base.path);
         let request = UpstreamRequest {
             method: "GET",
@@ -118,10 +137,11 @@ impl HealthChecker {
             max_body: MAX_PROBE_BODY,
             read_timeout: Some(config.timeout),
             accept: "application/json",
+            connect_timeout,
         };
         let reply = self
             .client
-            .send(up, &request)
+            .send(address, &request)
             .await
             .map_err(|e| e.to_string())?;
         if reply.status != 200 {
@@ -139,7 +159,12 @@ impl HealthChecker {
             .collect())
     }
 
-    async fn probe(&self, up: &Upstream, config: &HealthCheckConfig) -> (CheckOutcome, String) {
+    async fn probe(
+        &self,
+        up: &Upstream,
+        config: &HealthCheckConfig,
+        connect_timeout: Duration,
+    ) -> (CheckOutcome, String) {
         let target = &up.health_target;
         // Requests go to the API's host; the probe goes to the health
         // target's, which a `health_url` may put elsewhere: each is resolved
@@ -175,8 +200,9 @@ impl HealthChecker {
             max_body: MAX_PROBE_BODY,
             read_timeout: Some(config.timeout),
             accept: "application/json",
+            connect_timeout,
         };
-        let reply = match self.client.send_at(address, &request).await {
+        let reply = match self.client.send(address, &request).await {
             Ok(reply) => reply,
             Err(e) => return (CheckOutcome::Down, e.to_string()),
         };

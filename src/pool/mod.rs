@@ -18,6 +18,7 @@
 //! Routable means: passed its active checks and not passively ejected.
 
 pub mod budget;
+pub mod call;
 pub mod ewma;
 pub mod health;
 pub mod upstream;
@@ -34,6 +35,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+
+/// An upstream whose configuration entry cannot be put to work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolError {
+    /// The upstream's `name`.
+    pub upstream: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream {}: {}", self.upstream, self.why)
+    }
+}
 
 /// Why no upstream could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +128,7 @@ pub struct Pool {
     budget: RetryBudget,
     max_attempts: usize,
     health: HealthCheckConfig,
+    connect_timeout: Duration,
 }
 
 /// Why a request gets no further attempt.
@@ -131,7 +147,7 @@ pub enum Stop {
 
 impl Pool {
     /// Builds the pool from a validated configuration.
-    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Pool, String> {
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Pool, PoolError> {
         Pool::from_config_after(config, metrics, None)
     }
 
@@ -142,13 +158,17 @@ impl Pool {
         config: &Config,
         metrics: Arc<Metrics>,
         previous: Option<&Pool>,
-    ) -> Result<Pool, String> {
+    ) -> Result<Pool, PoolError> {
         let upstreams = config
             .upstreams
             .iter()
             .enumerate()
             .map(|(i, up)| {
-                let mut upstream = Upstream::from_config(i, up, config)?;
+                let mut upstream =
+                    Upstream::from_config(i, up, config).map_err(|why| PoolError {
+                        upstream: up.name.clone(),
+                        why,
+                    })?;
                 if let Some(old) = previous
                     .into_iter()
                     .flat_map(|p| p.upstreams.iter())
@@ -158,7 +178,7 @@ impl Pool {
                 }
                 Ok(Arc::new(upstream))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, PoolError>>()?;
         let selections = upstreams
             .iter()
             .map(|u| {
@@ -178,6 +198,7 @@ impl Pool {
             ),
             max_attempts: config.retries.max_attempts as usize,
             health: config.health_check.clone(),
+            connect_timeout: config.timeouts.connect,
             settings: config.pool.clone(),
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
@@ -196,6 +217,11 @@ impl Pool {
 
     pub fn health_config(&self) -> &HealthCheckConfig {
         &self.health
+    }
+
+    /// `timeouts.connect`: the limit on each new upstream connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     pub fn is_empty(&self) -> bool {

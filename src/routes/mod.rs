@@ -1,4 +1,8 @@
-//! The routes the gateway answers itself, and the small answer type they share.
+//! The routes: which one a request takes, the facts about each (takes a
+//! body, needs a key, is rate limited, its error envelope), the refusals the
+//! service may answer before a route runs, and the answer type they share.
+//! Each protocol writes those refusals in its own format (`refusal` in
+//! `research`, `openai` and `mcp`); the service only says which.
 
 pub mod local;
 pub mod mcp;
@@ -7,6 +11,7 @@ pub mod research;
 
 use bytes::Bytes;
 use serde::Serialize;
+use std::time::Duration;
 
 /// Which route a request took; also the `route` label of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,56 @@ impl Route {
         }
     }
 
+    /// Whether the route reads a request body (and so refuses a too large
+    /// one in its own format).
+    pub fn takes_body(self) -> bool {
+        matches!(
+            self,
+            Route::Research | Route::Mcp | Route::ChatCompletions | Route::Completions
+        )
+    }
+
+    /// Whether the route needs a client key when keys are configured. `/ping`,
+    /// `/`, `/docs` and errors about unknown paths stay open; `/metrics` and
+    /// `/status` are open only on `metrics_listen`.
+    pub fn needs_key(self, on_metrics_listener: bool) -> bool {
+        match self {
+            Route::Research
+            | Route::Mcp
+            | Route::ChatCompletions
+            | Route::Completions
+            | Route::Models => true,
+            Route::Metrics | Route::Status => !on_metrics_listener,
+            Route::Ping
+            | Route::Root
+            | Route::Docs
+            | Route::OpenApi
+            | Route::MethodNotAllowed
+            | Route::NotFound => false,
+        }
+    }
+
+    /// Whether the route costs upstream capacity, and so is rate limited.
+    pub fn rate_limited(self) -> bool {
+        matches!(
+            self,
+            Route::Research
+                | Route::Mcp
+                | Route::ChatCompletions
+                | Route::Completions
+                | Route::Models
+        )
+    }
+
+    /// The format of the route's errors.
+    pub fn envelope(self) -> Envelope {
+        match self {
+            Route::ChatCompletions | Route::Completions | Route::Models => Envelope::OpenAi,
+            Route::Mcp => Envelope::JsonRpc,
+            _ => Envelope::Detail,
+        }
+    }
+
     /// Maps a method and path onto a route. A query string is ignored.
     pub fn of(method: &str, path: &str) -> Route {
         let (route, allowed): (Route, &[&str]) = match path {
@@ -69,6 +124,90 @@ impl Route {
         } else {
             Route::MethodNotAllowed
         }
+    }
+}
+
+/// The error formats of the gateway's protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// The original FastAPI service's `{"detail": …}` (research, local routes).
+    Detail,
+    /// OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+    OpenAi,
+    /// MCP's JSON-RPC error with a null id.
+    JsonRpc,
+}
+
+impl Envelope {
+    /// `refusal` in this protocol's words and format.
+    pub fn refuse(self, refusal: &Refusal) -> Reply {
+        match self {
+            Envelope::Detail => research::refusal(refusal),
+            Envelope::OpenAi => openai::refusal(refusal),
+            Envelope::JsonRpc => mcp::refusal(refusal),
+        }
+    }
+}
+
+/// Why the service refused a request before its route ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401 or 429: a missing or wrong key, or over the rate.
+    Admission(Admission),
+    /// 408: the body was not all there within `limits.client_body_timeout`.
+    BodyTimedOut(Duration),
+    /// 413: a body larger than `limits.max_body_bytes` (declared or read).
+    BodyTooLarge(usize),
+    /// 415: a content type that is not JSON.
+    MediaType(String),
+}
+
+/// A refused key or rate in the words every protocol uses: status, message,
+/// OpenAI's `type` and `code`, and the header that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub status: u16,
+    pub message: String,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub header: (&'static str, String),
+}
+
+impl From<crate::auth::Refusal> for Refusal {
+    fn from(refusal: crate::auth::Refusal) -> Refusal {
+        use crate::auth::Refusal as Auth;
+        Refusal::Admission(match refusal {
+            Auth::MissingKey => Admission {
+                status: 401,
+                message: "Missing API key: send Authorization: Bearer <key>".into(),
+                kind: "invalid_request_error",
+                code: "missing_api_key",
+                header: (
+                    "WWW-Authenticate",
+                    r#"Bearer realm="context7-lb""#.to_string(),
+                ),
+            },
+            Auth::WrongKey => Admission {
+                status: 401,
+                message: "Invalid API key".into(),
+                kind: "invalid_request_error",
+                code: "invalid_api_key",
+                header: (
+                    "WWW-Authenticate",
+                    r#"Bearer realm="context7-lb", error="invalid_token""#.to_string(),
+                ),
+            },
+            Auth::RateLimited(wait) => {
+                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                Admission {
+                    status: 429,
+                    message: format!("Rate limit exceeded: retry after {seconds} s"),
+                    kind: "rate_limit_error",
+                    code: "rate_limit_exceeded",
+                    header: ("Retry-After", seconds.to_string()),
+                }
+            }
+        })
     }
 }
 
@@ -125,43 +264,25 @@ impl Reply {
     }
 }
 
-/// Removes an upstream's key from text that came from that upstream, in case
-/// it echoed it (an error message quoting the request, say).
-pub(crate) fn scrub_key(text: &str, key: Option<&str>) -> String {
-    match key {
-        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
-        _ => text.to_string(),
-    }
+/// `application/json` or any `application/*+json`, parameters allowed.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| essence.get(at..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+    };
+    essence.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
 }
 
-/// Longest upstream error text passed on to a client.
-pub(crate) const MAX_ERROR_TEXT: usize = 500;
-
-/// The message of an upstream error in any of the formats seen in the field:
-/// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
-/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text; cut
-/// to [`MAX_ERROR_TEXT`] characters. `None` when the body says nothing.
-pub(crate) fn upstream_error_message(body: &[u8]) -> Option<String> {
-    use serde_json::Value;
-    let text = match serde_json::from_slice::<Value>(body) {
-        Ok(v) => v
-            .pointer("/error/message")
-            .or_else(|| v.get("message"))
-            .or_else(|| v.get("error").filter(|e| !e.is_object()))
-            .or_else(|| v.get("detail"))
-            .filter(|m| !m.is_null())
-            .map(|m| match m {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }),
-        Err(_) => Some(String::from_utf8_lossy(body).trim().to_string()),
-    }
-    .filter(|t| !t.is_empty())?;
-    Some(match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    })
-}
+pub(crate) use crate::pool::call::{MAX_ERROR_TEXT, scrub_key, upstream_error_message};
 
 /// The current time as ISO 8601 with microseconds and an explicit UTC offset,
 /// the form Python's `datetime.now(timezone.utc).isoformat()` writes and
@@ -191,6 +312,31 @@ mod tests {
         assert_eq!(Route::of("GET", "/nope"), Route::NotFound);
         for method in ["POST", "GET", "DELETE", "PUT"] {
             assert_eq!(Route::of(method, "/mcp"), Route::Mcp);
+        }
+    }
+
+    #[test]
+    fn json_media_types_in_any_case_with_parameters() {
+        for accepted in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/vnd.api+json",
+            "APPLICATION/LD+JSON;profile=x",
+        ] {
+            assert!(is_json(accepted), "{accepted:?} refused");
+        }
+        for refused in [
+            "",
+            "json",
+            "text/plain",
+            "application/jsonx",
+            "application/json-patch",
+            "text/x+json",
+            "application/é+json2",
+            "applicatioñ/json",
+        ] {
+            assert!(!is_json(refused), "{refused:?} accepted");
         }
     }
 

@@ -6,11 +6,12 @@
 // cold path, so their size in a `Result` is of no concern.
 #![allow(clippy::result_large_err)]
 
-use super::Reply;
-use crate::client::{Exchange, UpstreamClient, UpstreamRequest};
+use super::{Refusal, Reply};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::pool::{Outcome, Pool, Stop, Upstream};
+use crate::pool::call::{
+    Ask, AttemptError, CallFailure, Caller, ModelNamedBy, Prepared, StreamEnd, Usage, Waiting,
+};
+use crate::pool::{Pool, Stop, Upstream};
 use crate::sse::SseWatcher;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -18,8 +19,7 @@ use pingora::proxy::Session;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::time::Instant;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which OpenAI operation a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,34 @@ impl OpenAiError {
     }
 }
 
+/// A refusal in OpenAI's format.
+pub fn refusal(refusal: &Refusal) -> Reply {
+    let (status, message) = match refusal {
+        Refusal::Admission(a) => {
+            return OpenAiError::new(a.status, a.kind, a.message.clone())
+                .code(a.code)
+                .reply()
+                .with_header(a.header.0, a.header.1.clone());
+        }
+        Refusal::BodyTimedOut(limit) => (
+            408,
+            format!(
+                "The request body was not received within {}.",
+                humantime::format_duration(*limit)
+            ),
+        ),
+        Refusal::MediaType(content_type) => (
+            415,
+            format!("Unsupported media type {content_type:?}: send application/json."),
+        ),
+        Refusal::BodyTooLarge(limit) => (
+            413,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        ),
+    };
+    OpenAiError::new(status, "invalid_request_error", message).reply()
+}
+
 /// The parts of a request body the gateway reads; the rest passes untouched.
 #[derive(Debug, Clone)]
 pub struct ParsedRequest {
@@ -239,40 +267,28 @@ pub struct Served {
 
 /// Sends OpenAI requests through the pool.
 pub struct OpenAiService {
-    pool: Arc<Pool>,
-    client: UpstreamClient,
-    metrics: Arc<Metrics>,
+    caller: Arc<Caller>,
     aliases: BTreeMap<String, Vec<String>>,
-    total_timeout: Duration,
-    first_byte_timeout: Option<Duration>,
-    max_upstream_body: usize,
     started: u64,
 }
 
-/// A failed attempt: retry it elsewhere, or answer with it.
-enum Failed {
-    Retry(OpenAiError),
-    Answer(OpenAiError),
-}
-
 impl OpenAiService {
-    pub fn new(config: &Config, pool: Arc<Pool>, metrics: Arc<Metrics>) -> OpenAiService {
+    pub fn new(config: &Config, caller: Arc<Caller>) -> OpenAiService {
         OpenAiService {
-            pool,
-            client: UpstreamClient::new(config.timeouts.connect),
-            metrics,
+            caller,
             aliases: config
                 .model_aliases
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_slice().to_vec()))
                 .collect(),
-            total_timeout: config.timeouts.total,
-            first_byte_timeout: config.timeouts.first_byte,
-            max_upstream_body: config.limits.max_upstream_body_bytes,
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
+    }
+
+    fn pool(&self) -> &Pool {
+        self.caller.pool()
     }
 
     /// The name under which `upstream` serves the requested model, if it does:
@@ -300,11 +316,21 @@ impl OpenAiService {
                 .is_some_and(|targets| targets.iter().any(|t| upstream.knows_model(t)))
     }
 
+    /// The label tokens are counted under: only names the configuration or
+    /// discovery vouched for become labels.
+    fn token_model(&self, upstream: &Upstream, served: &str) -> String {
+        if upstream.knows_model(served) || self.aliases.values().flatten().any(|m| m == served) {
+            served.to_string()
+        } else {
+            "unlisted".to_string()
+        }
+    }
+
     /// `GET /v1/models`: every model an upstream is known to serve, and every
     /// alias, in OpenAI's list format.
     pub fn models(&self) -> Reply {
         let mut names: Vec<String> = Vec::new();
-        for u in self.pool.upstreams() {
+        for u in self.pool().upstreams() {
             for m in u.served_models() {
                 if !names.contains(&m) {
                     names.push(m);
@@ -334,15 +360,15 @@ impl OpenAiService {
         body: Bytes,
     ) -> Result<Served, OpenAiError> {
         let request = ParsedRequest::parse(body)?;
-        if self.pool.is_empty() {
+        let pool = self.pool();
+        if pool.is_empty() {
             return Err(OpenAiError::new(
                 503,
                 "service_unavailable",
                 "No upstream is configured.",
             ));
         }
-        let known = self
-            .pool
+        let known = pool
             .upstreams()
             .iter()
             .any(|u| self.served_name(u, &request.model).is_some());
@@ -357,8 +383,7 @@ impl OpenAiService {
         }
         // Upstreams known to serve the model come first; those whose models
         // are unknown take it only when none is known to.
-        let known_somewhere = self
-            .pool
+        let known_somewhere = pool
             .upstreams()
             .iter()
             .any(|u| self.known_to_serve(u, &request.model));
@@ -369,394 +394,149 @@ impl OpenAiService {
                 self.served_name(u, &request.model).is_some()
             }
         };
-        let started = Instant::now();
-        let deadline = started + self.total_timeout;
-        let mut tried = Vec::new();
-        let mut last: Option<OpenAiError> = None;
-        loop {
-            let upstream = match self.pool.next_attempt(&mut tried, &eligible) {
-                Ok(u) => u,
-                Err(stop) => {
-                    return Err(last.unwrap_or_else(|| match stop {
-                        Stop::NoneConfigured | Stop::NoneHealthy => OpenAiError::new(
-                            503,
-                            "service_unavailable",
-                            format!("No healthy upstream serves `{}` right now.", request.model),
-                        ),
-                        Stop::AllBusy => OpenAiError::new(
-                            503,
-                            "service_unavailable",
-                            format!(
-                                "Every upstream serving `{}` is at its concurrency limit.",
-                                request.model
-                            ),
-                        ),
-                        Stop::AttemptsExhausted | Stop::BudgetSpent => OpenAiError::new(
-                            503,
-                            "service_unavailable",
-                            "No upstream could take the request.",
-                        ),
-                    }));
-                }
-            };
+        let prepare = |u: &Upstream| {
             let served = self
-                .served_name(&upstream, &request.model)
+                .served_name(u, &request.model)
                 .unwrap_or(&request.model);
-            match self
-                .attempt(session, endpoint, &request, &upstream, served, deadline)
-                .await
-            {
-                Ok(served) => return Ok(served),
-                Err(Failed::Answer(e)) => return Err(e),
-                Err(Failed::Retry(e)) => {
-                    log::warn!("upstream {}: {}", upstream.name, e.message);
-                    last = Some(e);
-                }
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        session: &mut Session,
-        endpoint: Endpoint,
-        request: &ParsedRequest,
-        upstream: &Arc<Upstream>,
-        served: &str,
-        deadline: Instant,
-    ) -> Result<Served, Failed> {
-        let path = format!("{}{}", upstream.base.path, endpoint.path());
-        let upstream_request = UpstreamRequest {
-            method: "POST",
-            url: &upstream.base,
-            path: &path,
-            authorization: upstream.authorization(),
-            body: Some(request.body_for(served)),
-            max_body: self.max_upstream_body,
-            // Between two reads of a stream; a whole stream may last longer.
-            read_timeout: Some(self.total_timeout),
-            accept: if request.stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        };
-        let first_byte_deadline = match self.first_byte_timeout {
-            Some(limit) => deadline.min(Instant::now() + limit),
-            None => deadline,
-        };
-        let failure = |status: u16, kind: &str, message: String| {
-            let mut e = OpenAiError::new(status, kind, message);
-            e.upstream = Some(upstream.name.clone());
-            e
-        };
-        let timed_out = |attempt_deadline: Instant| {
-            if attempt_deadline < deadline {
-                Failed::Retry(failure(
-                    504,
-                    "timeout",
-                    format!(
-                        "Upstream {} did not start answering in time.",
-                        upstream.name
-                    ),
-                ))
-            } else {
-                Failed::Answer(failure(
-                    504,
-                    "timeout",
-                    format!(
-                        "No answer within {}.",
-                        humantime::format_duration(self.total_timeout)
-                    ),
-                ))
+            Prepared {
+                body: request.body_for(served),
+                token_model: self.token_model(u, served),
             }
         };
-        let attempt = self.pool.begin(upstream);
-        let opened = tokio::time::timeout_at(
-            first_byte_deadline,
-            self.client.open(upstream, &upstream_request),
-        )
-        .await;
-        let exchange = match opened {
-            Err(_) => {
-                attempt.finish(Outcome::Failure("no answer in time".into()));
-                return Err(timed_out(first_byte_deadline));
-            }
-            Ok(Err(e)) => {
-                attempt.finish(Outcome::Failure(e.to_string()));
-                let status = if e.nothing_sent() { 503 } else { 502 };
-                let error = failure(
-                    status,
-                    "upstream_error",
-                    format!("Upstream {} failed: {e}", upstream.name),
-                );
-                return Err(if e.before_answer() {
-                    Failed::Retry(error)
-                } else {
-                    Failed::Answer(error)
-                });
-            }
-            Ok(Ok(exchange)) => exchange,
+        let ask = Ask {
+            endpoint: endpoint.path(),
+            model_named_by: ModelNamedBy::Client,
+            eligible: &eligible,
+            prepare: &prepare,
         };
-        let status = exchange.status();
-        if !(200..300).contains(&status) {
-            let retry_after = exchange.header_str("retry-after").map(str::to_string);
-            let body = tokio::time::timeout_at(deadline, exchange.read_all(64 * 1024))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|r| r.body)
-                .unwrap_or_default();
-            let error = OpenAiError::from_upstream(status, &body, upstream, retry_after.as_deref());
-            attempt.finish(match status {
-                429 => Outcome::RateLimited(
-                    retry_after
-                        .as_deref()
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs),
-                ),
-                s if s >= 500 || matches!(s, 401 | 403 | 408) => {
-                    Outcome::Failure(format!("HTTP {status}: {}", error.message))
-                }
-                _ => Outcome::Neutral,
-            });
-            return Err(if matches!(status, 502 | 503) {
-                Failed::Retry(error)
-            } else {
-                Failed::Answer(error)
-            });
-        }
         if request.stream {
             // Boxed: a stream lives long enough for one allocation not to
             // matter, and the non-streamed path then carries no room for it.
-            return Box::pin(self.relay_stream(
-                session,
-                exchange,
-                upstream,
-                served,
-                attempt,
-                first_byte_deadline,
-                deadline,
-            ))
-            .await;
+            return Box::pin(self.relay_stream(session, &ask, &request.model)).await;
         }
-        let reply = match tokio::time::timeout_at(
-            deadline,
-            exchange.read_all(self.max_upstream_body),
-        )
-        .await
-        {
-            Err(_) => {
-                attempt.finish(Outcome::Failure("no answer in time".into()));
-                return Err(timed_out(deadline));
-            }
-            Ok(Err(e)) => {
-                attempt.finish(Outcome::Failure(e.to_string()));
-                return Err(Failed::Retry(failure(
-                    502,
-                    "upstream_error",
-                    format!("Upstream {} failed: {e}", upstream.name),
-                )));
-            }
-            Ok(Ok(reply)) => reply,
-        };
         // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
         // from a proxy in between, a body cut short under a matching
         // Content-Length) would reach the client as a broken 200. Only `usage`
         // is read: serde checks the rest without building it.
-        #[derive(serde::Deserialize)]
-        struct Usage {
-            #[serde(default)]
-            prompt_tokens: u64,
-            #[serde(default)]
-            completion_tokens: u64,
-        }
-        #[derive(serde::Deserialize)]
-        struct WithUsage {
-            usage: Option<Usage>,
-        }
-        let usage = match serde_json::from_slice::<WithUsage>(&reply.body) {
-            Ok(answer) => answer.usage,
-            Err(e) => {
-                attempt.finish(Outcome::Failure(format!("answer is not JSON: {e}")));
-                return Err(Failed::Answer(failure(
-                    502,
-                    "upstream_error",
-                    format!(
-                        "Upstream {} sent an answer that is not JSON: {e}",
-                        upstream.name
-                    ),
-                )));
+        let parse = |body: &[u8]| {
+            #[derive(serde::Deserialize)]
+            struct WithUsage {
+                usage: Option<UsageFields>,
             }
+            #[derive(serde::Deserialize)]
+            struct UsageFields {
+                #[serde(default)]
+                prompt_tokens: u64,
+                #[serde(default)]
+                completion_tokens: u64,
+            }
+            let answer: WithUsage = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            Ok((
+                (),
+                answer.usage.map(|u| Usage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                }),
+            ))
         };
-        let latency = attempt.elapsed();
-        attempt.finish(Outcome::Success(latency));
-        let mut tokens = None;
-        if let Some(usage) = usage {
-            self.count_tokens(
-                upstream,
-                served,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            );
-            tokens = Some(usage.prompt_tokens + usage.completion_tokens);
-        }
-        let content_type = reply.content_type.as_deref().unwrap_or("application/json");
-        let mut header = response_header(200, content_type, &upstream.name)
-            .map_err(|e| Failed::Answer(internal(e)))?;
+        let answered = match self.caller.call(&ask, &parse).await {
+            Ok(answered) => answered,
+            Err(failure) => return Err(self.failure(failure, &request.model, false)),
+        };
+        let upstream = &answered.upstream.name;
+        let content_type = answered
+            .content_type
+            .as_deref()
+            .unwrap_or("application/json");
+        let mut header = response_header(200, content_type, upstream).map_err(internal)?;
         header
-            .insert_header(http::header::CONTENT_LENGTH, reply.body.len().to_string())
-            .map_err(|e| Failed::Answer(internal(e)))?;
+            .insert_header(
+                http::header::CONTENT_LENGTH,
+                answered.body.len().to_string(),
+            )
+            .map_err(internal)?;
         // The client may have gone; nothing more to do for it then.
         if session
             .write_response_header(Box::new(header), false)
             .await
             .is_ok()
         {
-            let _ = session.write_response_body(Some(reply.body), true).await;
+            let _ = session.write_response_body(Some(answered.body), true).await;
         }
         Ok(Served {
-            upstream: upstream.name.clone(),
-            tokens,
+            upstream: upstream.clone(),
+            tokens: answered.usage.map(|u| u.total()),
         })
     }
 
-    /// Passes a stream through: waits for its first chunk (until then another
-    /// upstream can still be tried), then relays every chunk as it comes. A
-    /// client that leaves cancels the upstream request; an upstream that dies
-    /// ends the client's stream with an error event and `[DONE]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Passes a stream through: the call waits for its first chunk (until
+    /// then another upstream can still be tried), then every chunk is relayed
+    /// as it comes. A client that leaves cancels the upstream request; an
+    /// upstream that dies ends the client's stream with an error event and
+    /// `[DONE]`.
     async fn relay_stream(
         &self,
         session: &mut Session,
-        mut exchange: Exchange<'_>,
-        upstream: &Arc<Upstream>,
-        served: &str,
-        attempt: crate::pool::Attempt<'_>,
-        first_byte_deadline: Instant,
-        deadline: Instant,
-    ) -> Result<Served, Failed> {
-        let failure = |status: u16, message: String| {
-            let mut e = OpenAiError::new(status, "upstream_error", message);
-            e.upstream = Some(upstream.name.clone());
-            e
+        ask: &Ask<'_>,
+        model: &str,
+    ) -> Result<Served, OpenAiError> {
+        let mut stream = match self.caller.open_stream(ask).await {
+            Ok(stream) => stream,
+            Err(failure) => return Err(self.failure(failure, model, true)),
         };
-        let first = match tokio::time::timeout_at(first_byte_deadline, exchange.next_chunk()).await
-        {
-            Err(_) => {
-                attempt.finish(Outcome::Failure("no first token in time".into()));
-                // The same type as a non-streamed request's timeout.
-                let mut error = failure(
-                    504,
-                    format!("Upstream {} sent no token in time.", upstream.name),
-                );
-                error.kind = "timeout".into();
-                return Err(if first_byte_deadline < deadline {
-                    Failed::Retry(error)
-                } else {
-                    Failed::Answer(error)
-                });
-            }
-            Ok(Err(e)) => {
-                attempt.finish(Outcome::Failure(e.to_string()));
-                return Err(Failed::Retry(failure(
-                    502,
-                    format!(
-                        "Upstream {} failed before its first token: {e}",
-                        upstream.name
-                    ),
-                )));
-            }
-            Ok(Ok(None)) => {
-                attempt.finish(Outcome::Failure("empty stream".into()));
-                return Err(Failed::Retry(failure(
-                    502,
-                    format!(
-                        "Upstream {} ended its stream before any token.",
-                        upstream.name
-                    ),
-                )));
-            }
-            Ok(Ok(Some(chunk))) => chunk,
-        };
-        let ttft = attempt.elapsed();
-        self.metrics
-            .time_to_first_token
-            .with_label_values(&[&upstream.name])
-            .observe(ttft.as_secs_f64());
-        let content_type = exchange
-            .header_str("content-type")
-            .unwrap_or("text/event-stream")
-            .to_string();
+        let upstream = stream.upstream.name.clone();
+        let first = stream.first.clone();
         let written = async {
-            let mut header = response_header(200, &content_type, &upstream.name)?;
+            let mut header = response_header(200, &stream.content_type, &upstream)?;
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             session
                 .write_response_header(Box::new(header), false)
                 .await?;
-            session
-                .write_response_body(Some(first.clone()), false)
-                .await
+            session.write_response_body(Some(first), false).await
         }
         .await;
         let mut watcher = SseWatcher::new();
-        watcher.feed(&first);
-        if written.is_err() {
-            attempt.finish(Outcome::Success(ttft));
-            self.metrics.streams_cancelled.inc();
-            return Ok(Served {
-                upstream: upstream.name.clone(),
-                tokens: None,
-            });
-        }
-        let ending = loop {
-            tokio::select! {
-                chunk = exchange.next_chunk() => match chunk {
-                    Ok(Some(chunk)) => {
-                        watcher.feed(&chunk);
-                        if session.write_response_body(Some(chunk), false).await.is_err() {
-                            break StreamEnd::ClientLeft;
+        watcher.feed(&stream.first);
+        let ending = if written.is_err() {
+            StreamEnd::ClientLeft
+        } else {
+            loop {
+                tokio::select! {
+                    chunk = stream.next_chunk() => match chunk {
+                        Ok(Some(chunk)) => {
+                            watcher.feed(&chunk);
+                            if session.write_response_body(Some(chunk), false).await.is_err() {
+                                break StreamEnd::ClientLeft;
+                            }
                         }
+                        Ok(None) if watcher.done() => break StreamEnd::Complete,
+                        Ok(None) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
+                        Err(e) => break StreamEnd::UpstreamFailed(e.to_string()),
+                    },
+                    gone = session.read_body_or_idle(true) => {
+                        let _ = gone;
+                        break StreamEnd::ClientLeft;
                     }
-                    Ok(None) if watcher.done() => break StreamEnd::Complete,
-                    Ok(None) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
-                    Err(e) => break StreamEnd::UpstreamFailed(e.to_string()),
-                },
-                gone = session.read_body_or_idle(true) => {
-                    let _ = gone;
-                    break StreamEnd::ClientLeft;
                 }
             }
         };
-        if let Some(usage) = watcher.usage() {
-            self.count_tokens(
-                upstream,
-                served,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            );
-        }
+        let usage = watcher.usage().map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        });
+        stream.finish(&ending, usage);
         match ending {
             StreamEnd::Complete => {
-                exchange.finish();
-                attempt.finish(Outcome::Success(ttft));
                 let _ = session.write_response_body(None, true).await;
             }
-            StreamEnd::ClientLeft => {
-                // Dropping the exchange closes the upstream connection: the
-                // upstream stops generating for nobody.
-                drop(exchange);
-                attempt.finish(Outcome::Success(ttft));
-                self.metrics.streams_cancelled.inc();
-            }
+            StreamEnd::ClientLeft => {}
             StreamEnd::UpstreamFailed(why) => {
-                drop(exchange);
-                attempt.finish(Outcome::Failure(format!("stream broke: {why}")));
-                self.metrics.streams_broken.inc();
-                let error = failure(
+                let mut error = OpenAiError::new(
                     502,
-                    format!("Upstream {} failed mid-stream: {why}", upstream.name),
+                    "upstream_error",
+                    format!("Upstream {upstream} failed mid-stream: {why}"),
                 );
+                error.upstream = Some(upstream.clone());
                 let tail = format!("data: {}\n\ndata: [DONE]\n\n", error.body());
                 let _ = session
                     .write_response_body(Some(Bytes::from(tail)), false)
@@ -765,34 +545,104 @@ impl OpenAiService {
             }
         }
         Ok(Served {
-            upstream: upstream.name.clone(),
-            tokens: watcher
-                .usage()
-                .map(|u| u.prompt_tokens + u.completion_tokens),
+            upstream,
+            tokens: usage.map(|u| u.total()),
         })
     }
 
-    fn count_tokens(&self, upstream: &Upstream, model: &str, prompt: u64, completion: u64) {
-        // Only names the configuration or discovery vouched for become labels.
-        let model =
-            if upstream.knows_model(model) || self.aliases.values().flatten().any(|m| m == model) {
-                model
-            } else {
-                "unlisted"
-            };
-        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
-            self.metrics
-                .upstream_tokens
-                .with_label_values(&[&upstream.name, model, kind])
-                .inc_by(n);
-        }
+    /// A failed call as OpenAI's error, for `model` (streamed or not).
+    fn failure(&self, failure: CallFailure, model: &str, streamed: bool) -> OpenAiError {
+        let (error, upstream) = match failure {
+            CallFailure::NoUpstream { stop, .. } => {
+                let message = match stop {
+                    Stop::NoneConfigured | Stop::NoneHealthy => {
+                        format!("No healthy upstream serves `{model}` right now.")
+                    }
+                    Stop::AllBusy => {
+                        format!("Every upstream serving `{model}` is at its concurrency limit.")
+                    }
+                    Stop::AttemptsExhausted | Stop::BudgetSpent => {
+                        "No upstream could take the request.".to_string()
+                    }
+                };
+                return OpenAiError::new(503, "service_unavailable", message);
+            }
+            CallFailure::Attempt { error, upstream } => (error, upstream),
+        };
+        let name = &upstream.name;
+        let (status, kind, message) = match error {
+            AttemptError::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                return OpenAiError::from_upstream(
+                    status,
+                    &body,
+                    &upstream,
+                    retry_after.as_deref(),
+                );
+            }
+            AttemptError::Connect(why) => (
+                503,
+                "upstream_error",
+                format!("Upstream {name} failed: {why}"),
+            ),
+            AttemptError::Reset(why) => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} failed: {why}"),
+            ),
+            AttemptError::Broken(why) if streamed => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} failed before its first token: {why}"),
+            ),
+            AttemptError::Broken(why) => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} failed: {why}"),
+            ),
+            e @ AttemptError::TooLarge(_) => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} failed: {e}"),
+            ),
+            AttemptError::Timeout {
+                waiting: Waiting::FirstChunk,
+                ..
+            } => (
+                504,
+                "timeout",
+                format!("Upstream {name} sent no token in time."),
+            ),
+            AttemptError::Timeout {
+                retryable: true, ..
+            } => (
+                504,
+                "timeout",
+                format!("Upstream {name} did not start answering in time."),
+            ),
+            AttemptError::Timeout { limit, .. } => (
+                504,
+                "timeout",
+                format!("No answer within {}.", humantime::format_duration(limit)),
+            ),
+            AttemptError::Invalid(_) if streamed => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} ended its stream before any token."),
+            ),
+            AttemptError::Invalid(why) => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} sent an answer that is not JSON: {why}"),
+            ),
+        };
+        let mut error = OpenAiError::new(status, kind, message);
+        error.upstream = Some(name.clone());
+        error
     }
-}
-
-enum StreamEnd {
-    Complete,
-    ClientLeft,
-    UpstreamFailed(String),
 }
 
 fn response_header(

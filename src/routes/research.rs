@@ -1,17 +1,19 @@
 //! `POST /v1/research`, the original service's API: validation exactly as its
-//! pydantic model, the rewrite into an OpenAI chat completion, the call through
-//! the pool with retries, and the mapping of the answer back.
+//! pydantic model, the cache, the rewrite into an OpenAI chat completion sent
+//! through the one upstream call (`pool::call`), and the mapping of the answer
+//! and of every failure back into the original's statuses and words.
 
-use super::{Reply, iso_timestamp};
-use crate::client::{CallError, UpstreamClient, UpstreamRequest};
+use super::{Refusal, Reply, iso_timestamp};
+use crate::cache::{CacheKey, CacheOutcome, ResearchCache};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{Outcome, Pool, Stop, Upstream};
+use crate::pool::Stop;
+use crate::pool::Upstream;
+use crate::pool::call::{Ask, AttemptError, CallFailure, Caller, ModelNamedBy, Prepared, Usage};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 pub const QUERY_MAX_CHARS: usize = 5000;
@@ -26,6 +28,31 @@ pub struct ResearchRequest {
     pub query: String,
     pub max_tokens: i64,
     pub temperature: f64,
+}
+
+/// A refusal in the original service's format, `{"detail": …}`; the local
+/// routes (`/status`, `/metrics`) share it.
+pub fn refusal(refusal: &Refusal) -> Reply {
+    match refusal {
+        Refusal::Admission(a) => {
+            Reply::detail(a.status, a.message.clone()).with_header(a.header.0, a.header.1.clone())
+        }
+        Refusal::BodyTimedOut(limit) => Reply::detail(
+            408,
+            format!(
+                "Request body not received within {}",
+                humantime::format_duration(*limit)
+            ),
+        ),
+        Refusal::MediaType(content_type) => Reply::detail(
+            415,
+            format!("Unsupported media type {content_type:?}: send application/json"),
+        ),
+        Refusal::BodyTooLarge(limit) => Reply::detail(
+            413,
+            format!("Request body larger than the limit of {limit} bytes"),
+        ),
+    }
 }
 
 /// One entry of a FastAPI validation error (`{"detail": [...]}`).
@@ -345,253 +372,215 @@ impl ResearchFailure {
     }
 }
 
-/// Runs research requests through the pool. One instance serves every route
-/// that does research, so they share selection, retries and metrics.
+/// Research as a service: the cache, then the one upstream call. One instance
+/// serves `/v1/research` and MCP's `research` tool, so both share the cache,
+/// selection, retries and metrics.
 pub struct ResearchService {
-    pool: Arc<Pool>,
-    client: UpstreamClient,
+    caller: Arc<Caller>,
     metrics: Arc<Metrics>,
     system_prompt: Option<String>,
-    total_timeout: Duration,
-    first_byte_timeout: Option<Duration>,
-    max_upstream_body: usize,
+    /// `research.model`, part of every cache key.
+    model: String,
+    cache: Option<Arc<ResearchCache>>,
 }
 
-/// How one attempt ended, before it is turned into an answer or a retry.
-enum AttemptEnd {
-    Answer(ResearchAnswer),
-    /// Failed before any answer could reach the client: another upstream may help.
-    Retryable(ResearchFailure),
-    Final(ResearchFailure),
+/// A research answer or failure, and how the cache took part.
+#[derive(Debug, Clone)]
+pub struct Researched {
+    pub outcome: Result<ResearchAnswer, ResearchFailure>,
+    /// `None` when the request is not cacheable or no cache is configured.
+    pub cache: Option<CacheOutcome>,
 }
 
 impl ResearchService {
-    pub fn new(config: &Config, pool: Arc<Pool>, metrics: Arc<Metrics>) -> ResearchService {
+    pub fn new(
+        config: &Config,
+        caller: Arc<Caller>,
+        metrics: Arc<Metrics>,
+        cache: Option<Arc<ResearchCache>>,
+    ) -> ResearchService {
         ResearchService {
-            pool,
-            client: UpstreamClient::new(config.timeouts.connect),
+            caller,
             metrics,
             system_prompt: config.research.system_prompt.clone(),
-            total_timeout: config.timeouts.total,
-            first_byte_timeout: config.timeouts.first_byte,
-            max_upstream_body: config.limits.max_upstream_body_bytes,
+            model: config.research.model.clone(),
+            cache,
         }
     }
 
-    /// Answers one validated request. An attempt that failed before anything
-    /// reached the client (connect error, reset, no answer in time, 502/503)
-    /// is retried on another upstream, within `retries.max_attempts`, the
-    /// retry budget and the total timeout.
-    pub async fn answer(&self, req: &ResearchRequest) -> Result<ResearchAnswer, ResearchFailure> {
-        let started = Instant::now();
-        let deadline = started + self.total_timeout;
-        let mut tried = Vec::new();
-        let mut last_failure: Option<ResearchFailure> = None;
-        loop {
-            // Every upstream takes research, with its own `model`: a model it
-            // does not serve is a configuration error its answer will name.
-            let upstream = match self.pool.next_attempt(&mut tried, &|_| true) {
-                Ok(u) => u,
-                Err(Stop::NoneConfigured) => {
-                    return Err(ResearchFailure::new(500, "vLLM backend not configured"));
-                }
-                Err(Stop::AllBusy) if last_failure.is_none() => {
-                    return Err(ResearchFailure::new(
-                        503,
-                        "vLLM backend busy: every upstream is at its max_concurrent limit",
-                    ));
-                }
-                Err(_) => break,
+    /// The research cache, when one is configured.
+    pub fn cache(&self) -> Option<&Arc<ResearchCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Answers one validated request, from the cache when it may (deterministic
+    /// requests, `bypass_cache` false), otherwise through the pool.
+    pub async fn answer(&self, req: &ResearchRequest, bypass_cache: bool) -> Researched {
+        let Some(cache) = self.cache.as_ref().filter(|c| c.admits(req)) else {
+            return Researched {
+                outcome: self.answer_uncached(req).await,
+                cache: None,
             };
-            match self.attempt(&upstream, req, started, deadline).await {
-                AttemptEnd::Answer(answer) => return Ok(answer),
-                AttemptEnd::Final(failure) => return Err(failure),
-                AttemptEnd::Retryable(failure) => {
-                    log::warn!("upstream {}: {}", upstream.name, failure.detail);
-                    last_failure = Some(failure);
-                }
+        };
+        let started = Instant::now();
+        let key = CacheKey::new(req, &self.model);
+        // moka's entry futures hold several copies of the computation's:
+        // boxed (the computation too), the cached path stays off the
+        // uncached one's stack and out of every request's copies.
+        let compute = Box::pin(self.answer_uncached(req));
+        let (result, cached) = Box::pin(cache.get_or_compute(key, bypass_cache, compute)).await;
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[cached.as_str()])
+            .inc();
+        let outcome = result.map(|answer| {
+            let mut answer = (*answer).clone();
+            if cached == CacheOutcome::Hit {
+                // A cached answer is served now: its latency and time are this request's.
+                answer.latency_ms = started.elapsed().as_millis() as u64;
+                answer.timestamp = iso_timestamp();
             }
+            answer
+        });
+        Researched {
+            outcome,
+            cache: Some(cached),
         }
-        Err(last_failure.unwrap_or_else(|| {
-            ResearchFailure::new(
-                503,
-                format!(
-                    "vLLM backend unreachable: no healthy upstream ({} of {} passed their health checks)",
-                    self.pool.healthy_count(),
-                    self.pool.upstreams().len()
-                ),
-            )
-        }))
     }
 
-    async fn attempt(
+    /// Answers one validated request through the pool (see `pool::call` for
+    /// the attempts and retries).
+    async fn answer_uncached(
         &self,
-        upstream: &Arc<Upstream>,
         req: &ResearchRequest,
-        started: Instant,
-        deadline: Instant,
-    ) -> AttemptEnd {
-        let body = req.chat_body(&upstream.model, self.system_prompt.as_deref());
-        let path = format!("{}/chat/completions", upstream.base.path);
-        let request = UpstreamRequest {
-            method: "POST",
-            url: &upstream.base,
-            path: &path,
-            authorization: upstream.authorization(),
-            body: Some(body),
-            max_body: self.max_upstream_body,
-            read_timeout: None,
-            accept: "application/json",
+    ) -> Result<ResearchAnswer, ResearchFailure> {
+        let started = Instant::now();
+        let system_prompt = self.system_prompt.as_deref();
+        // Every upstream takes research, with its own `model`: a model it
+        // does not serve is a configuration error its answer will name.
+        let prepare = |u: &Upstream| Prepared {
+            body: req.chat_body(&u.model, system_prompt),
+            token_model: u.model.clone(),
         };
-        let attempt_deadline = match self.first_byte_timeout {
-            Some(limit) => deadline.min(Instant::now() + limit),
-            None => deadline,
+        let ask = Ask {
+            endpoint: "/chat/completions",
+            model_named_by: ModelNamedBy::Gateway,
+            eligible: &|_| true,
+            prepare: &prepare,
         };
-        let attempt = self.pool.begin(upstream);
-        let outcome =
-            tokio::time::timeout_at(attempt_deadline, self.client.send(upstream, &request)).await;
-        self.metrics
-            .upstream_duration
-            .with_label_values(&[&upstream.name])
-            .observe(attempt.elapsed().as_secs_f64());
-        let failure = |status: u16, detail: String| ResearchFailure {
-            upstream: Some(upstream.name.clone()),
+        let parse = |body: &[u8]| {
+            let completion = parse_chat_completion(body)?;
+            let usage = Usage {
+                prompt_tokens: completion.prompt_tokens,
+                completion_tokens: completion.completion_tokens,
+            };
+            Ok((completion, Some(usage)))
+        };
+        match self.caller.call(&ask, &parse).await {
+            Ok(answered) => {
+                let completion = answered.value;
+                Ok(ResearchAnswer {
+                    result: completion.content,
+                    model: completion
+                        .model
+                        .unwrap_or_else(|| answered.upstream.model.clone()),
+                    tokens_used: completion.total_tokens,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    timestamp: iso_timestamp(),
+                    upstream: answered.upstream.name.clone(),
+                })
+            }
+            Err(failure) => Err(self.failure(failure)),
+        }
+    }
+
+    /// A failed call in the original service's words and statuses.
+    fn failure(&self, failure: CallFailure) -> ResearchFailure {
+        let (error, upstream) = match failure {
+            CallFailure::NoUpstream {
+                stop: Stop::NoneConfigured,
+                ..
+            } => return ResearchFailure::new(500, "vLLM backend not configured"),
+            CallFailure::NoUpstream {
+                stop: Stop::AllBusy,
+                ..
+            } => {
+                return ResearchFailure::new(
+                    503,
+                    "vLLM backend busy: every upstream is at its max_concurrent limit",
+                );
+            }
+            CallFailure::NoUpstream { healthy, total, .. } => {
+                return ResearchFailure::new(
+                    503,
+                    format!(
+                        "vLLM backend unreachable: no healthy upstream ({healthy} of {total} passed their health checks)"
+                    ),
+                );
+            }
+            CallFailure::Attempt { error, upstream } => (error, upstream),
+        };
+        let name = &upstream.name;
+        let with_upstream = |status: u16, detail: String| ResearchFailure {
+            upstream: Some(name.clone()),
             ..ResearchFailure::new(status, detail)
         };
-        let reply = match outcome {
-            Err(_) => {
-                self.count(upstream, "timeout");
-                attempt.finish(Outcome::Failure("no answer in time".into()));
-                if attempt_deadline < deadline {
-                    return AttemptEnd::Retryable(failure(
-                        504,
-                        format!(
-                            "vLLM backend {} did not start answering within {}",
-                            upstream.name,
-                            humantime::format_duration(self.first_byte_timeout.unwrap_or_default())
-                        ),
-                    ));
-                }
-                return AttemptEnd::Final(failure(
-                    504,
-                    format!(
-                        "vLLM backend did not answer within {}",
-                        humantime::format_duration(self.total_timeout)
-                    ),
-                ));
+        match error {
+            // Nothing reached it: the answer names no upstream.
+            AttemptError::Connect(why) => ResearchFailure::new(
+                503,
+                format!("vLLM backend unreachable: upstream {name}: {why}"),
+            ),
+            AttemptError::Reset(why) | AttemptError::Broken(why) => {
+                with_upstream(502, format!("vLLM backend {name} failed: {why}"))
             }
-            Ok(Err(e)) => {
-                // The answer is read whole before anything reaches the client,
-                // so a connection broken mid-answer is still retried elsewhere
-                // (as the OpenAI route does); only an oversized answer is final.
-                let retryable = !matches!(e, CallError::TooLarge(_));
-                self.count(
-                    upstream,
-                    if e.nothing_sent() {
-                        "connect_error"
-                    } else {
-                        "error"
-                    },
-                );
-                attempt.finish(Outcome::Failure(e.to_string()));
-                return if e.nothing_sent() {
-                    AttemptEnd::Retryable(ResearchFailure::new(
-                        503,
-                        format!("vLLM backend unreachable: upstream {}: {e}", upstream.name),
-                    ))
-                } else if retryable {
-                    AttemptEnd::Retryable(failure(
-                        502,
-                        format!("vLLM backend {} failed: {e}", upstream.name),
-                    ))
+            e @ AttemptError::TooLarge(_) => {
+                with_upstream(502, format!("vLLM backend {name} failed: {e}"))
+            }
+            AttemptError::Timeout {
+                retryable: true,
+                limit,
+                ..
+            } => with_upstream(
+                504,
+                format!(
+                    "vLLM backend {name} did not start answering within {}",
+                    humantime::format_duration(limit)
+                ),
+            ),
+            AttemptError::Timeout { limit, .. } => with_upstream(
+                504,
+                format!(
+                    "vLLM backend did not answer within {}",
+                    humantime::format_duration(limit)
+                ),
+            ),
+            AttemptError::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                let message = super::scrub_key(&upstream_error_text(&body), upstream.api_key());
+                if status == 429 {
+                    ResearchFailure {
+                        retry_after,
+                        ..with_upstream(
+                            429,
+                            format!("vLLM backend {name} is rate limited: {message}"),
+                        )
+                    }
                 } else {
-                    AttemptEnd::Final(failure(
+                    with_upstream(
                         502,
-                        format!("vLLM backend {} failed: {e}", upstream.name),
-                    ))
-                };
-            }
-            Ok(Ok(reply)) => reply,
-        };
-        let status = reply.status;
-        if !(200..300).contains(&status) {
-            self.count(upstream, &format!("http_{}xx", status / 100));
-            let message = super::scrub_key(&upstream_error_text(&reply.body), upstream.api_key());
-            if status == 429 {
-                let retry_after = reply.retry_after.clone();
-                let wait = retry_after
-                    .as_deref()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                attempt.finish(Outcome::RateLimited(wait));
-                return AttemptEnd::Final(ResearchFailure {
-                    retry_after,
-                    ..failure(
-                        429,
-                        format!("vLLM backend {} is rate limited: {message}", upstream.name),
+                        format!("vLLM backend {name} answered HTTP {status}: {message}"),
                     )
-                });
+                }
             }
-            let detail = format!(
-                "vLLM backend {} answered HTTP {status}: {message}",
-                upstream.name
-            );
-            // The upstream's fault (down, misconfigured) or the request's (a 400)?
-            let upstream_fault = status >= 500 || matches!(status, 401 | 403 | 404 | 408);
-            attempt.finish(if upstream_fault {
-                Outcome::Failure(format!("HTTP {status}: {message}"))
-            } else {
-                Outcome::Neutral
-            });
-            return if matches!(status, 502 | 503) {
-                AttemptEnd::Retryable(failure(502, detail))
-            } else {
-                AttemptEnd::Final(failure(502, detail))
-            };
+            AttemptError::Invalid(why) => with_upstream(
+                502,
+                format!("vLLM backend {name} sent an invalid chat completion: {why}"),
+            ),
         }
-        let completion = match parse_chat_completion(&reply.body) {
-            Ok(c) => c,
-            Err(why) => {
-                self.count(upstream, "invalid_answer");
-                attempt.finish(Outcome::Failure(format!("invalid chat completion: {why}")));
-                return AttemptEnd::Final(failure(
-                    502,
-                    format!(
-                        "vLLM backend {} sent an invalid chat completion: {why}",
-                        upstream.name
-                    ),
-                ));
-            }
-        };
-        // The latency sample is the whole answer's time, not normalised by its
-        // length: see "Latency signal" in the README.
-        let latency = attempt.elapsed();
-        attempt.finish(Outcome::Success(latency));
-        self.count(upstream, "ok");
-        for (kind, n) in [
-            ("prompt", completion.prompt_tokens),
-            ("completion", completion.completion_tokens),
-        ] {
-            self.metrics
-                .upstream_tokens
-                .with_label_values(&[&upstream.name, &upstream.model, kind])
-                .inc_by(n);
-        }
-        AttemptEnd::Answer(ResearchAnswer {
-            result: completion.content,
-            model: completion.model.unwrap_or_else(|| upstream.model.clone()),
-            tokens_used: completion.total_tokens,
-            latency_ms: started.elapsed().as_millis() as u64,
-            timestamp: iso_timestamp(),
-            upstream: upstream.name.clone(),
-        })
-    }
-
-    fn count(&self, upstream: &Upstream, outcome: &str) {
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[&upstream.name, outcome])
-            .inc();
     }
 }
 

@@ -1,0 +1,307 @@
+//! `Config::validate`: every field checked, every problem reported at once.
+
+use super::*;
+
+impl Config {
+    /// Checks every field and returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |at: &str, why: String| {
+            problems.push(Problem {
+                at: at.to_string(),
+                why,
+            })
+        };
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            problem(
+                "listen",
+                format!(
+                    "{:?} is not an address and port such as \"0.0.0.0:8002\" ({e})",
+                    self.listen
+                ),
+            );
+        }
+        if let Err(why) = parse_base_url(&self.runpod_api_base) {
+            problem("runpod_api_base", why);
+        }
+        if self.research.model.trim().is_empty() {
+            problem("research.model", "must not be empty".into());
+        }
+        let mut names = HashSet::new();
+        for (i, up) in self.upstreams.iter().enumerate() {
+            let at = |field: &str| format!("upstreams[{i}].{field}");
+            if up.name.is_empty() {
+                problem(&at("name"), "must not be empty".into());
+            } else if !up
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                problem(
+                    &at("name"),
+                    format!(
+                        "{:?} may only hold letters, digits, '-', '_' and '.'",
+                        up.name
+                    ),
+                );
+            } else if !names.insert(up.name.as_str()) {
+                problem(
+                    &at("name"),
+                    format!("{:?} is used by another upstream", up.name),
+                );
+            }
+            let addresses = [
+                up.runpod_endpoint_id.is_some(),
+                up.base_url.is_some(),
+                up.runpod_lb_endpoint_id.is_some(),
+            ]
+            .iter()
+            .filter(|set| **set)
+            .count();
+            if let Some(id) = &up.runpod_lb_endpoint_id {
+                for (field, why) in runpod_endpoint_problems("runpod_lb_endpoint_id", id, up) {
+                    problem(&at(field), why);
+                }
+            }
+            if !(up.weight.is_finite() && up.weight > 0.0) {
+                problem(
+                    &at("weight"),
+                    format!("{} must be a number above 0", up.weight),
+                );
+            }
+            if let Some(url) = &up.health_url
+                && let Err(why) = parse_base_url(url)
+            {
+                problem(&at("health_url"), why);
+            }
+            match (&up.runpod_endpoint_id, &up.base_url) {
+                _ if addresses > 1 => problem(
+                    &format!("upstreams[{i}]"),
+                    "set only one of runpod_endpoint_id, runpod_lb_endpoint_id and base_url".into(),
+                ),
+                (None, None) if addresses == 0 => problem(
+                    &format!("upstreams[{i}]"),
+                    "needs runpod_endpoint_id, runpod_lb_endpoint_id or base_url".into(),
+                ),
+                (None, None) | (Some(_), Some(_)) => {}
+                (Some(id), None) => {
+                    for (field, why) in runpod_endpoint_problems("runpod_endpoint_id", id, up) {
+                        problem(&at(field), why);
+                    }
+                }
+                (None, Some(url)) => {
+                    if let Err(why) = parse_base_url(url) {
+                        problem(&at("base_url"), why);
+                    }
+                }
+            }
+            if up.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                problem(&at("model"), "must not be empty when set".into());
+            }
+            if up.models.iter().any(|m| m.trim().is_empty()) {
+                problem(&at("models"), "must not hold an empty name".into());
+            }
+        }
+        if !self.health_check.path.starts_with('/') {
+            problem(
+                "health_check.path",
+                format!("{:?} must start with '/'", self.health_check.path),
+            );
+        }
+        for (at, d) in [
+            ("health_check.interval", self.health_check.interval),
+            ("health_check.timeout", self.health_check.timeout),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.total", self.timeouts.total),
+            ("pool.decay", self.pool.decay),
+            ("pool.initial_latency", self.pool.initial_latency),
+            ("ejection.base_cooldown", self.ejection.base_cooldown),
+        ] {
+            if d.is_zero() {
+                problem(at, "must be longer than zero".into());
+            }
+        }
+        for (at, n) in [
+            (
+                "health_check.healthy_threshold",
+                self.health_check.healthy_threshold,
+            ),
+            (
+                "health_check.unhealthy_threshold",
+                self.health_check.unhealthy_threshold,
+            ),
+            ("retries.max_attempts", self.retries.max_attempts),
+            (
+                "ejection.consecutive_failures",
+                self.ejection.consecutive_failures,
+            ),
+        ] {
+            if n == 0 {
+                problem(at, "must be at least 1".into());
+            }
+        }
+        if self.timeouts.first_byte.is_some_and(|d| d.is_zero()) {
+            problem(
+                "timeouts.first_byte",
+                "must be longer than zero when set".into(),
+            );
+        }
+        if self.ejection.max_cooldown < self.ejection.base_cooldown {
+            problem(
+                "ejection.max_cooldown",
+                "must not be shorter than ejection.base_cooldown".into(),
+            );
+        }
+        for (at, v) in [
+            ("pool.in_flight_weight", self.pool.in_flight_weight),
+            ("retries.budget_ratio", self.retries.budget_ratio),
+            (
+                "retries.budget_min_per_second",
+                self.retries.budget_min_per_second,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                problem(at, format!("{v} must be a number of 0 or more"));
+            }
+        }
+        for (alias, targets) in &self.model_aliases {
+            if alias.trim().is_empty() || targets.as_slice().is_empty() {
+                problem(
+                    &format!("model_aliases.{alias}"),
+                    "needs a name and at least one served model".into(),
+                );
+            }
+        }
+        for (at, address) in [
+            ("metrics_listen", &self.metrics_listen),
+            ("health_listen", &self.health_listen),
+        ] {
+            if let Some(address) = address {
+                if let Err(e) = address.parse::<SocketAddr>() {
+                    problem(at, format!("{address:?} is not an address and port ({e})"));
+                } else if address == &self.listen {
+                    problem(at, "must differ from listen".into());
+                }
+            }
+        }
+        if self.auth.keys.iter().any(|k| k.trim().len() < 8) {
+            problem(
+                "auth.keys",
+                "every key needs at least 8 characters (an unset variable gives an empty one)"
+                    .into(),
+            );
+        }
+        if let Some(file) = &self.auth.keys_file
+            && let Err(why) = super::read_keys_file(Path::new(file))
+        {
+            problem("auth.keys_file", why);
+        }
+        if !(self.rate_limit.requests_per_second.is_finite()
+            && self.rate_limit.requests_per_second >= 0.0)
+        {
+            problem(
+                "rate_limit.requests_per_second",
+                "must be a number of 0 or more".into(),
+            );
+        }
+        if self.rate_limit.requests_per_second > 0.0 && self.rate_limit.burst == 0 {
+            problem("rate_limit.burst", "must be at least 1".into());
+        }
+        if self.cache.enabled {
+            if self.cache.ttl.is_zero() {
+                problem("cache.ttl", "must be longer than zero".into());
+            }
+            if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
+                problem(
+                    "cache",
+                    "max_entries and max_bytes must be at least 1".into(),
+                );
+            }
+        }
+        if self.limits.max_body_bytes == 0 {
+            problem("limits.max_body_bytes", "must be at least 1".into());
+        }
+        if !(1024..=MAX_HEADER_BYTES_CEILING).contains(&self.limits.max_header_bytes) {
+            problem(
+                "limits.max_header_bytes",
+                format!(
+                    "{} must be between 1024 and {MAX_HEADER_BYTES_CEILING} (Pingora's own ceiling)",
+                    self.limits.max_header_bytes
+                ),
+            );
+        }
+        for (at, d) in [
+            (
+                "limits.client_header_timeout",
+                self.limits.client_header_timeout,
+            ),
+            (
+                "limits.client_body_timeout",
+                self.limits.client_body_timeout,
+            ),
+            (
+                "limits.client_keepalive_timeout",
+                self.limits.client_keepalive_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                problem(at, "must be longer than zero".into());
+            }
+        }
+        if self.limits.max_upstream_body_bytes < 1024 {
+            problem(
+                "limits.max_upstream_body_bytes",
+                "must be at least 1024".into(),
+            );
+        }
+        for (i, origin) in self.mcp.allowed_origins.iter().enumerate() {
+            if let Err(why) = super::check_allowed_origin(origin) {
+                problem(&format!("mcp.allowed_origins[{i}]"), why);
+            }
+        }
+        if self.mcp.session_idle_timeout.is_zero() {
+            problem(
+                "mcp.session_idle_timeout",
+                "must be longer than zero".into(),
+            );
+        }
+        if self.mcp.max_sessions == 0 {
+            problem("mcp.max_sessions", "must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// What is wrong with a RunPod endpoint `id` given in `field` of `up`: its
+/// form, and a missing API key (both kinds of RunPod endpoint need one).
+fn runpod_endpoint_problems(
+    field: &'static str,
+    id: &str,
+    up: &UpstreamConfig,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if !is_endpoint_id(id) {
+        problems.push((
+            field,
+            format!("{id:?} is not a RunPod endpoint id (letters, digits, '-' and '_')"),
+        ));
+    }
+    if up.api_key.as_deref().unwrap_or("").is_empty() {
+        problems.push((
+            "api_key",
+            "RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")".into(),
+        ));
+    }
+    problems
+}
+
+fn is_endpoint_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
