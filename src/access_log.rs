@@ -1,7 +1,7 @@
 //! The access log: one line per request, as text or JSON. A line names the
 //! client by address or `key#n`, never by its key.
 
-use crate::cache::CacheOutcome;
+use crate::routes::research::CacheOutcome;
 use crate::config::LogFormat;
 use crate::serve::RequestCtx;
 use pingora::prelude::*;

@@ -5,7 +5,6 @@
 pub mod access_log;
 pub mod app;
 pub mod auth;
-pub mod cache;
 pub mod client;
 pub mod config;
 pub mod demo;

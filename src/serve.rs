@@ -4,10 +4,9 @@
 //! in the route's own format by its protocol ([`Route::envelope`]).
 
 use crate::auth::ClientId;
-use crate::cache::CacheOutcome;
 use crate::guard;
 use crate::routes::openai::{Endpoint, OpenAiError};
-use crate::routes::research::ResearchRequest;
+use crate::routes::research::{CacheOutcome, ResearchRequest};
 use crate::routes::{Refusal, Reply, Route, is_json, local, mcp};
 use crate::state::{AppState, InFlightGuard};
 use bytes::{Bytes, BytesMut};

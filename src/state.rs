@@ -4,7 +4,6 @@
 //! next one. Also the count of requests in flight, across reloads.
 
 use crate::auth::{ClientKeys, RateLimit};
-use crate::cache::ResearchCache;
 use crate::client::UpstreamClient;
 use crate::config::{Config, ConfigError, Problem};
 use crate::guard::ClientLimits;
@@ -13,7 +12,7 @@ use crate::pool::call::Caller;
 use crate::pool::{Pool, PoolError};
 use crate::routes::mcp::{McpServer, Tools};
 use crate::routes::openai::OpenAiService;
-use crate::routes::research::ResearchService;
+use crate::routes::research::{ResearchCache, ResearchService};
 use arc_swap::ArcSwap;
 use std::fmt;
 use std::sync::Arc;

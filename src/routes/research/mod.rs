@@ -3,8 +3,11 @@
 //! through the one upstream call (`pool::call`), and the mapping of the answer
 //! and of every failure back into the original's statuses and words.
 
+mod cache;
+
+pub use cache::{CacheKey, CacheOutcome, ResearchCache};
+
 use super::{Refusal, Reply, iso_timestamp};
-use crate::cache::{CacheKey, CacheOutcome, ResearchCache};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::Stop;

@@ -3,7 +3,7 @@
 //! concurrent misses coalesced into one upstream call (moka's `entry` API).
 
 use crate::config::CacheConfig;
-use crate::routes::research::{ResearchAnswer, ResearchFailure, ResearchRequest};
+use super::{ResearchAnswer, ResearchFailure, ResearchRequest};
 use moka::future::Cache;
 use std::sync::Arc;
 
