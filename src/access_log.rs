@@ -1,8 +1,8 @@
 //! The access log: one line per request, as text or JSON. A line names the
 //! client by address or `key#n`, never by its key.
 
-use crate::routes::research::CacheOutcome;
 use crate::config::LogFormat;
+use crate::routes::research::CacheOutcome;
 use crate::serve::RequestCtx;
 use pingora::prelude::*;
 use pingora::proxy::Session;

@@ -351,3 +351,89 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
         assert!(!stderr.contains(secret), "stderr holds {secret}");
     }
 }
+
+/// One upstream client, one connection pool, kept across reloads: research,
+/// OpenAI and the health probes share it, so a SIGHUP that keeps the
+/// upstreams opens no new upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
+    let sim = SimUpstream::start(SimConfig::new("a")).await.unwrap();
+    let dir = Dir::new("keep-connections");
+    let port = free_port();
+    let path = dir.0.join("gateway.yaml");
+    std::fs::write(&path, yaml(port, &[("a", &sim)], "")).unwrap();
+    let gw = Gateway::spawn(&path, port, &[]);
+    ready(&gw.base, 1).await;
+    let base = gw.base.clone();
+    let chat = move |stream: bool| {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(CLIENT_KEY)
+            .json(
+                &json!({"model": "meta-llama/Llama-3.1-8B-Instruct", "stream": stream,
+                          "messages": [{"role": "user", "content": "hi"}]}),
+            )
+    };
+    // Three requests at once leave three pooled connections: more than a
+    // request and a probe ever need at the same time below.
+    let warm = [research(&gw.base), chat(false), chat(true)].map(|r| async {
+        let answer = r.send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    });
+    futures::future::join_all(warm).await;
+    // One after another, with health probes (every 300 ms) in between.
+    let one_after_another = || async {
+        for i in 0..12 {
+            let answer = match i % 3 {
+                0 => research(&gw.base),
+                1 => chat(false),
+                _ => chat(true),
+            }
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.text().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    one_after_another().await;
+    let before = sim.accepted_connections();
+    let probes_before = sim.health_requests();
+
+    // The same upstream; a system prompt shows when the new state serves.
+    let prompt = "research:\n  system_prompt: reloaded\n";
+    std::fs::write(&path, yaml(port, &[("a", &sim)], prompt)).unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        research(&gw.base)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let last = sim
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == "POST");
+        if last.is_some_and(|r| r.json()["messages"][0]["content"] == "reloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one_after_another().await;
+    assert!(
+        sim.health_requests() > probes_before,
+        "the probes went on meanwhile"
+    );
+    assert_eq!(
+        sim.accepted_connections(),
+        before,
+        "the reload opened new upstream connections"
+    );
+}

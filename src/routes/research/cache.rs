@@ -2,8 +2,8 @@
 //! the normalised request, bounded in entries and bytes, with identical
 //! concurrent misses coalesced into one upstream call (moka's `entry` API).
 
-use crate::config::CacheConfig;
 use super::{ResearchAnswer, ResearchFailure, ResearchRequest};
+use crate::config::CacheConfig;
 use moka::future::Cache;
 use std::sync::Arc;
 
