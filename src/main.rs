@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 // glibc's allocator took about a sixth of the gateway's CPU time under load
 // (malloc, free and their consolidation); mimalloc's thread-local free lists
-// suit the many short-lived buffers of a proxy. See README, "Performance".
+// suit the many short-lived buffers of a proxy. See docs/performance.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -417,7 +417,8 @@ impl Default for PoolConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EjectionConfig {
-    /// Failures in a row (connect errors, timeouts, 5xx) that eject an upstream.
+    /// Failures in a row that eject an upstream (what counts: `pool::call`, and
+    /// docs/reliability.md, "How each attempt outcome is handled").
     pub consecutive_failures: u32,
     /// First ejection's length; each further ejection in a row doubles it.
     #[serde(with = "duration_text")]
