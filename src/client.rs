@@ -134,7 +134,7 @@ impl UpstreamClient {
         let peer = Box::new(self.peer(address, req));
         // Built once, before any connection: a request that cannot be written
         // is not worth a connection, and a stale one's retry sends the same bytes.
-        let wire = request_wire(req).map_err(CallError::NoAnswer)?;
+        let wire = request_wire(req).map_err(|why| CallError::NoAnswer(why.to_string()))?;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -317,9 +317,9 @@ const USER_AGENT: &str = concat!("context7-lb/", env!("CARGO_PKG_VERSION"));
 /// name is fixed, and building a header map only to serialise it again was a
 /// tenth of a proxied request's instructions. Names go in lower case (HTTP/1.1
 /// does not care, HTTP/2 insists).
-fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, String> {
+fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, Unsendable> {
     if !req.path.starts_with('/') || req.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!("request path {:?} cannot be sent", req.path));
+        return Err(Unsendable::Path(req.path.to_string()));
     }
     let length = req.body.as_ref().map(|body| body.len().to_string());
     let request_id = crate::scope::request_id();
@@ -348,7 +348,7 @@ fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, String> {
         // Values come from the configuration, our own ids or a client's parsed
         // header: none may break out of its line.
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(format!("the {name} header has a control character"));
+            return Err(Unsendable::ControlCharacter(name));
         }
         wire.extend_from_slice(name.as_bytes());
         wire.extend_from_slice(b": ");
@@ -358,6 +358,24 @@ fn request_wire(req: &UpstreamRequest<'_>) -> Result<BytesMut, String> {
     wire.extend_from_slice(b"\r\n");
     wire.extend_from_slice(body);
     Ok(wire)
+}
+
+/// Why a request cannot be written: a value that would break out of its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unsendable {
+    Path(String),
+    ControlCharacter(&'static str),
+}
+
+impl fmt::Display for Unsendable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsendable::Path(path) => write!(f, "request path {path:?} cannot be sent"),
+            Unsendable::ControlCharacter(name) => {
+                write!(f, "the {name} header has a control character")
+            }
+        }
+    }
 }
 
 /// One write of the whole request, within `write_timeout`.
@@ -479,12 +497,18 @@ mod tests {
         let Err(why) = request_wire(&request(&url, Some("Bearer a\r\nx-evil: 1"))) else {
             panic!("a CR LF in a header value was written");
         };
-        assert_eq!(why, "the authorization header has a control character");
+        assert_eq!(
+            why.to_string(),
+            "the authorization header has a control character"
+        );
         let mut bad_path = request(&url, None);
         bad_path.path = "/v1/chat completions";
         let Err(why) = request_wire(&bad_path) else {
             panic!("a path with a space was written");
         };
-        assert_eq!(why, "request path \"/v1/chat completions\" cannot be sent");
+        assert_eq!(
+            why.to_string(),
+            "request path \"/v1/chat completions\" cannot be sent"
+        );
     }
 }

@@ -377,9 +377,25 @@ impl OpenStream<'_> {
     }
 }
 
+/// What is wrong with a 2xx answer, in the front door's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAnswer(pub String);
+
+impl fmt::Display for InvalidAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InvalidAnswer {
+    fn from(why: &str) -> InvalidAnswer {
+        InvalidAnswer(why.to_string())
+    }
+}
+
 /// A front door's judgement of a whole 2xx answer: what it made of it and the
 /// tokens it reports, or what is wrong with it.
-pub type Parse<'p, T> = &'p (dyn Fn(&[u8]) -> Result<(T, Option<Usage>), String> + Sync);
+pub type Parse<'p, T> = &'p (dyn Fn(&[u8]) -> Result<(T, Option<Usage>), InvalidAnswer> + Sync);
 
 /// How the answer is to be taken.
 enum Take<'p, T> {
@@ -620,7 +636,7 @@ impl Caller {
         };
         let (value, usage) = match parse(&reply.body) {
             Ok(parsed) => parsed,
-            Err(why) => return Err(fail(attempt, AttemptError::Invalid(why))),
+            Err(why) => return Err(fail(attempt, AttemptError::Invalid(why.0))),
         };
         // The latency sample is the whole answer's time, not normalised by its
         // length: see "Latency signal" in docs/pool.md.

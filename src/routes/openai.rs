@@ -9,7 +9,8 @@
 use super::{Refusal, Reply};
 use crate::config::Config;
 use crate::pool::call::{
-    Ask, AttemptError, CallFailure, Caller, ModelNamedBy, Prepared, StreamEnd, Usage, Waiting,
+    Ask, AttemptError, CallFailure, Caller, InvalidAnswer, ModelNamedBy, Prepared, StreamEnd,
+    Usage, Waiting,
 };
 use crate::pool::{Pool, Stop, Upstream};
 use crate::sse::SseWatcher;
@@ -430,7 +431,8 @@ impl OpenAiService {
                 #[serde(default)]
                 completion_tokens: u64,
             }
-            let answer: WithUsage = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let answer: WithUsage =
+                serde_json::from_slice(body).map_err(|e| InvalidAnswer(e.to_string()))?;
             Ok((
                 (),
                 answer.usage.map(|u| Usage {

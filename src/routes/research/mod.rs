@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::Stop;
 use crate::pool::Upstream;
-use crate::pool::call::{Ask, AttemptError, CallFailure, Caller, ModelNamedBy, Prepared, Usage};
+use crate::pool::call::{
+    Ask, AttemptError, CallFailure, Caller, InvalidAnswer, ModelNamedBy, Prepared, Usage,
+};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -598,7 +600,7 @@ pub struct ChatCompletion {
 }
 
 /// Reads a non-streamed chat completion; says what is missing when it is not one.
-pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
+pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, InvalidAnswer> {
     // Only the fields research needs are built; serde checks the rest of the
     // document without allocating it. Fields of unexpected types are kept as
     // raw values so that the error can say which one is wrong.
@@ -633,14 +635,14 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, String> {
         Ok(c) => c,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             // JSON, but not shaped like a chat completion: say what is missing.
-            return Err(match serde_json::from_slice::<Value>(body) {
+            return Err(InvalidAnswer(match serde_json::from_slice::<Value>(body) {
                 Ok(v) if v.pointer("/choices/0/message/content").is_none() => {
                     "no choices[0].message.content".to_string()
                 }
                 _ => format!("not a chat completion ({e})"),
-            });
+            }));
         }
-        Err(e) => return Err(format!("not JSON ({e})")),
+        Err(e) => return Err(InvalidAnswer(format!("not JSON ({e})"))),
     };
     let Some(content) = completion
         .choices
@@ -799,11 +801,12 @@ mod tests {
         assert_eq!((c.content.as_str(), c.total_tokens), ("hi", 5));
         assert_eq!(
             parse_chat_completion(br#"{"choices":[]}"#).unwrap_err(),
-            "no choices[0].message.content"
+            "no choices[0].message.content".into()
         );
         assert!(
             parse_chat_completion(b"{\"choices\":")
                 .unwrap_err()
+                .0
                 .starts_with("not JSON")
         );
     }
