@@ -12,8 +12,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin context7-lb \
- && strip target/release/context7-lb
+RUN cargo build --profile dist --locked --bin context7-lb \
+ && strip target/dist/context7-lb
 
 FROM debian:bookworm-slim
 # CA certificates: upstreams are reached over TLS with verified certificates.
@@ -21,7 +21,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home context7
-COPY --from=build /src/target/release/context7-lb /usr/local/bin/context7-lb
+COPY --from=build /src/target/dist/context7-lb /usr/local/bin/context7-lb
 COPY config /etc/context7-lb
 USER 10001
 ENV PORT=8002

@@ -5,7 +5,7 @@
 //! must stay flat.
 //!
 //! `scripts/soak.sh` runs it for `SOAK_SECONDS` (default 600) against
-//! `target/release/context7-lb`; under `cargo test` it runs a 6 s smoke pass
+//! `target/dist/context7-lb`; under `cargo test` it runs a 6 s smoke pass
 //! against the debug binary, restarting the upstream every 2 s.
 
 use context7_lb::sim::{SimConfig, SimUpstream};

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/build-deps.sh
-exec cargo run --release --quiet -- --demo "$@"
+echo "==> cargo build --release (the first build takes about 2 minutes on 2 cores; later ones seconds)"
+cargo build --release --bin context7-lb
+exec target/release/context7-lb --demo "$@"

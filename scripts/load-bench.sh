@@ -32,10 +32,10 @@ if [ ! -x "$OHA" ]; then
   echo "==> installing oha (load generator) into target/tools"
   CARGO_TARGET_DIR=target/oha-build cargo install oha --locked --root target/tools --quiet
 fi
-echo "==> cargo build --release (with the bare Pingora example)"
-cargo build --release --quiet --bin context7-lb --example bare_pingora
-BIN=target/release/context7-lb
-BARE=target/release/examples/bare_pingora
+echo "==> cargo build --profile dist (fat LTO, as shipped; with the bare Pingora example)"
+cargo build --profile dist --quiet --bin context7-lb --example bare_pingora
+BIN=target/dist/context7-lb
+BARE=target/dist/examples/bare_pingora
 
 out=target/load-bench
 rm -rf "$out" && mkdir -p "$out"

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/build-deps.sh
-echo "==> cargo build --release"
-cargo build --release
+echo "==> cargo build --profile dist (fat LTO, as shipped)"
+cargo build --profile dist --bin context7-lb
 echo "==> soak for ${SOAK_SECONDS:-600} s"
-SOAK_BINARY="$PWD/target/release/context7-lb" cargo bench --bench soak
+SOAK_BINARY="$PWD/target/dist/context7-lb" cargo bench --bench soak
