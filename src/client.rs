@@ -302,11 +302,36 @@ async fn send_request(
         return (session, Err(why));
     }
     session.read_timeout = read_timeout;
-    let answer = match session.read_response().await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(CallError::Io(describe(&e))),
-    };
+    let answer = read_final_head(&mut session).await;
     (session, answer)
+}
+
+/// Most interim (1xx) answers skipped before the final one: a server sends
+/// one or two (100 Continue, 103 Early Hints); an endless run is an attack.
+const MAX_INTERIM_ANSWERS: usize = 16;
+
+/// Reads answer heads until the final one: interim answers (100, 102, 103,
+/// with or without headers) are skipped, as RFC 9110 says a client must; a
+/// 101 is an error, since the gateway never asks to switch protocols.
+async fn read_final_head(session: &mut HttpSession) -> Result<(), CallError> {
+    for _ in 0..=MAX_INTERIM_ANSWERS {
+        if let Err(e) = session.read_response().await {
+            return Err(CallError::Io(describe(&e)));
+        }
+        match session.resp_header().map(|h| h.status.as_u16()) {
+            Some(101) => {
+                return Err(CallError::Io(
+                    "the upstream answered 101 Switching Protocols, which was not asked for".into(),
+                ));
+            }
+            Some(100..=199) => continue,
+            Some(_) => return Ok(()),
+            None => return Err(CallError::Io("no answer head".into())),
+        }
+    }
+    Err(CallError::Io(format!(
+        "more than {MAX_INTERIM_ANSWERS} interim (1xx) answers"
+    )))
 }
 
 const USER_AGENT: &str = concat!("context7-lb/", env!("CARGO_PKG_VERSION"));

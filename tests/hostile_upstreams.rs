@@ -1,0 +1,328 @@
+//! Upstreams that misbehave in ways no well-behaved server does, over raw
+//! sockets: interim (1xx) answers before the real one on every path
+//! (research, chat plain and streamed, health probes, model discovery), a
+//! 101 nobody asked for, and arbitrary bytes fed to the answer reader.
+
+mod common;
+
+use common::*;
+use context7_lb::client::{UpstreamClient, UpstreamRequest};
+use context7_lb::config::parse_base_url;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MODEL: &str = "raw-model";
+
+/// What the raw upstream writes before each final answer.
+type Preamble = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+
+/// A raw HTTP/1.1 upstream on 127.0.0.1: it reads each request (head and
+/// `Content-Length` body) and writes `preamble(path)` and then a plain,
+/// well-formed answer for the path, keeping the connection alive.
+struct RawUpstream {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    async fn start(preamble: Preamble) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_connection(stream, preamble.clone()));
+            }
+        });
+        RawUpstream { address, task }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+}
+
+/// Reads one request: its request line and its body.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = buffer[end + 4..end + 4 + length].to_vec();
+            buffer.drain(..end + 4 + length);
+            let line = head.lines().next().unwrap_or("").to_string();
+            return Some((line, body));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn answer(status: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The final answer for a request: `/ping`, `/v1/models`, or a completion.
+fn final_answer(line: &str, body: &[u8]) -> Vec<u8> {
+    let path = line.split(' ').nth(1).unwrap_or("");
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if path == "/ping" {
+        return answer("200 OK", "application/json", r#"{"status":"healthy"}"#);
+    }
+    if path.ends_with("/models") {
+        let list = json!({"object": "list", "data": [{"id": MODEL, "object": "model"}]});
+        return answer("200 OK", "application/json", &list.to_string());
+    }
+    let usage = json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5});
+    if request["stream"] == true {
+        let chunk = json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]});
+        let events = format!(
+            "data: {chunk}\n\ndata: {}\n\ndata: [DONE]\n\n",
+            json!({"choices": [], "usage": usage})
+        );
+        return format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+            events.len()
+        )
+        .into_bytes();
+    }
+    let completion = json!({"model": MODEL, "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "the answer"}}]});
+    answer("200 OK", "application/json", &completion.to_string())
+}
+
+async fn serve_connection(mut stream: TcpStream, preamble: Preamble) {
+    let mut buffer = Vec::new();
+    while let Some((line, body)) = read_request(&mut stream, &mut buffer).await {
+        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+        let mut out = preamble(&path);
+        out.extend(final_answer(&line, &body));
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+const INTERIM: &str = "HTTP/1.1 100 Continue\r\n\r\n\
+    HTTP/1.1 102 Processing\r\n\r\n\
+    HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\nlink: </app.js>; rel=preload\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_answers_are_skipped_on_every_upstream_path() {
+    let raw = RawUpstream::start(Arc::new(|_path: &str| INTERIM.as_bytes().to_vec())).await;
+    let mut config = config();
+    let mut upstream = context7_lb::config::UpstreamConfig {
+        name: "raw".into(),
+        base_url: Some(raw.base_url()),
+        model: Some(MODEL.into()),
+        ..Default::default()
+    };
+    upstream.models.clear();
+    config.upstreams.push(upstream);
+    let gw = start(config).await;
+    // The probe read its 200 through the interim answers.
+    let status = get_json(&gw, "/status").await;
+    assert_eq!(status["upstreams"][0]["state"], "healthy", "{status}");
+    // Discovery did too: the model the upstream lists is served.
+    wait_until_listed(&gw, MODEL).await;
+
+    let (code, _, body) = research(&gw, r#"{"query":"q"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["result"], "the answer");
+    for stream in [false, true] {
+        let answer = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": MODEL, "stream": stream,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let text = answer.text().await.unwrap();
+        if stream {
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["choices"][0]["message"]["content"], "the answer");
+        }
+    }
+    stop(gw).await;
+}
+
+/// Polls `/v1/models` until `model` is listed.
+async fn wait_until_listed(gw: &context7_lb::app::RunningGateway, model: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let models = get_json(gw, "/v1/models").await;
+        if models["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|m| m["id"] == model))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{model} never listed: {models}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_101_nobody_asked_for_is_an_error_and_probes_go_on() {
+    let raw = RawUpstream::start(Arc::new(|path: &str| {
+        if path == "/ping" {
+            Vec::new()
+        } else {
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                .to_vec()
+        }
+    }))
+    .await;
+    let mut config = config();
+    config.upstreams.push(context7_lb::config::UpstreamConfig {
+        name: "raw".into(),
+        base_url: Some(raw.base_url()),
+        ..Default::default()
+    });
+    let gw = start(config).await;
+    let (code, _, body) = research(&gw, r#"{"query":"q"}"#).await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(
+        body["detail"],
+        "vLLM backend raw failed: connection broken before an answer: the upstream answered \
+         101 Switching Protocols, which was not asked for"
+    );
+    // The health loop is alive: checks keep landing.
+    let state = gw.state.clone();
+    let checked =
+        |s: &context7_lb::state::AppState| s.pool.upstreams()[0].last_check().map(|c| c.at);
+    let first = checked(&state);
+    wait_until("another health check", || checked(&state) != first).await;
+    stop(gw).await;
+}
+
+/// Interim heads, a final head, a chunked or sized body, all cut anywhere:
+/// what a broken or hostile upstream may send.
+fn answers() -> impl Strategy<Value = Vec<u8>> {
+    let interim = prop::collection::vec(
+        (
+            100u16..200,
+            prop::collection::vec("[a-z-]{1,8}: [ -~]{0,20}", 0..3),
+        ),
+        0..4,
+    );
+    let status = prop_oneof![Just(200u16), Just(204), Just(304), 100u16..600];
+    let framing = prop_oneof![
+        Just("content-length: 5\r\n".to_string()),
+        Just("content-length: 999999\r\n".to_string()),
+        Just("content-length: -1\r\n".to_string()),
+        Just("transfer-encoding: chunked\r\n".to_string()),
+        Just(String::new()),
+    ];
+    let body = prop_oneof![
+        Just(b"5\r\nhello\r\n0\r\n\r\n".to_vec()),
+        Just(b"zz\r\nhello\r\n".to_vec()),
+        Just(b"hello".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ];
+    (
+        interim,
+        status,
+        framing,
+        body,
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(interim, status, framing, body, cut, whole)| {
+            let mut out = Vec::new();
+            for (code, headers) in interim {
+                out.extend(format!("HTTP/1.1 {code} Interim\r\n").bytes());
+                for h in headers {
+                    out.extend(h.bytes());
+                    out.extend(b"\r\n");
+                }
+                out.extend(b"\r\n");
+            }
+            out.extend(format!("HTTP/1.1 {status} X\r\n{framing}\r\n").bytes());
+            out.extend(body);
+            if !whole {
+                let at = cut.index(out.len() + 1);
+                out.truncate(at);
+            }
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    /// Whatever the upstream sends, the answer reader returns an answer or an
+    /// error: it never panics and never hangs past its deadline.
+    #[test]
+    fn the_answer_reader_survives_any_bytes(
+        answer in prop_oneof![answers(), prop::collection::vec(any::<u8>(), 0..200)]
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buffer = Vec::new();
+                let _ = read_request(&mut stream, &mut buffer).await;
+                let _ = stream.write_all(&answer).await;
+                let _ = stream.shutdown().await;
+            });
+            let url = parse_base_url(&format!("http://{address}/v1")).unwrap();
+            let request = UpstreamRequest {
+                method: "POST",
+                url: &url,
+                path: "/v1/chat/completions",
+                authorization: None,
+                body: Some(bytes::Bytes::from_static(b"{}")),
+                max_body: 4096,
+                read_timeout: Some(Duration::from_secs(2)),
+                accept: "application/json",
+                connect_timeout: Duration::from_secs(2),
+            };
+            let client = UpstreamClient::new();
+            let sent = tokio::time::timeout(Duration::from_secs(5), client.send(address, &request)).await;
+            assert!(sent.is_ok(), "the reader hung");
+            server.abort();
+        });
+    }
+}
