@@ -1,41 +1,20 @@
 //! Micro-benchmarks of the research hot path: validation, the rewrite into a
 //! chat completion, the mapping of the answer, and the choice of an upstream.
 
-use context7_lb::config::{Config, Strategy, UpstreamConfig};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::warm_pool;
+use context7_lb::config::Strategy;
 use context7_lb::metrics::Metrics;
-use context7_lb::pool::{CheckOutcome, Outcome, Pool};
 use context7_lb::routes::research::{ResearchRequest, parse_chat_completion};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::Duration;
 
 const BODY: &[u8] =
     br#"{"query":"Explain the benefits of vLLM for large language model inference","max_tokens":2000,"temperature":0.7}"#;
 
 const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"meta-llama/Llama-3.1-8B-Instruct","choices":[{"index":0,"message":{"role":"assistant","content":"vLLM batches requests continuously and pages the KV cache so throughput stays high while latency stays low."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32}}"#;
-
-fn pool(n: usize, strategy: Strategy) -> Pool {
-    let mut config = Config {
-        upstreams: (0..n)
-            .map(|i| UpstreamConfig {
-                name: format!("u{i}"),
-                base_url: Some(format!("http://127.0.0.1:{}/v1", 9000 + i)),
-                ..UpstreamConfig::default()
-            })
-            .collect(),
-        ..Config::default()
-    };
-    config.pool.strategy = strategy;
-    let pool = Pool::from_config(&config, Arc::new(Metrics::new())).expect("valid pool");
-    for (i, u) in pool.upstreams().iter().enumerate() {
-        u.observe_check(CheckOutcome::Up, String::new(), 1, 1);
-        // Steady state: every upstream has answered once.
-        pool.begin(u)
-            .finish(Outcome::Success(Duration::from_millis(10 + i as u64)));
-    }
-    pool
-}
 
 fn research(c: &mut Criterion) {
     c.bench_function("research/validate", |b| {
@@ -56,7 +35,7 @@ fn selection(c: &mut Criterion) {
             ("round_robin", Strategy::RoundRobin),
             ("peak_ewma", Strategy::PeakEwma),
         ] {
-            let pool = pool(n, strategy);
+            let pool = warm_pool(n, strategy);
             c.bench_function(&format!("select/{label}/{n}"), |b| {
                 b.iter(|| pool.select(black_box(&[])).expect("healthy"))
             });

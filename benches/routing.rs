@@ -10,10 +10,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Answered, config, gateway, load, share, sims, stop};
+use common::{Answered, config, gateway, load, load_on, share, sims, stop};
 use context7_lb::config::Strategy;
 use context7_lb::sim::SimConfig;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CONCURRENCY: usize = 4;
 const MAX_REQUESTS: usize = 1_000_000;
@@ -60,36 +60,9 @@ async fn direct(duration: Duration) -> Summary {
         .await
         .expect("sim starts");
     let url = format!("{}/chat/completions", sim.base_url());
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut out = Vec::new();
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let status = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(r#"{"model":"m","messages":[{"role":"user","content":"load"}],"max_tokens":2000}"#)
-                    .send()
-                    .await
-                    .map_or(0, |r| r.status().as_u16());
-                out.push(Answered {
-                    status,
-                    upstream: None,
-                    latency: started.elapsed(),
-                });
-            }
-            out
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    summarize(&all)
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"load"}],"max_tokens":2000}"#;
+    let answers = load_on(&url, body, CONCURRENCY, duration, usize::MAX).await;
+    summarize(&answers)
 }
 
 async fn through_gateway(

@@ -8,10 +8,14 @@
 //! `target/dist/context7-lb`; under `cargo test` it runs a 6 s smoke pass
 //! against the debug binary, restarting the upstream every 2 s.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Process, wait_for};
 use context7_lb::sim::{SimConfig, SimUpstream};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -130,13 +134,6 @@ fn sample(pid: u32, started: Instant, tally: &Tally) -> Sample {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn sim_config(name: &str) -> SimConfig {
     SimConfig::new(name)
         .ttft(Duration::from_millis(20))
@@ -144,28 +141,29 @@ fn sim_config(name: &str) -> SimConfig {
         .answer_tokens(16)
 }
 
-/// Starts the binary with a configuration naming the three simulators.
-fn start_gateway(plan: &Plan, port: u16, sims: &[SocketAddr], dir: &std::path::Path) -> Child {
+/// Starts the binary with a configuration naming the three simulators,
+/// listening on a port the kernel picks, and waits until it listens.
+fn start_gateway(plan: &Plan, sims: &[SocketAddr], dir: &std::path::Path) -> Process {
     let upstreams: String = sims
         .iter()
         .enumerate()
         .map(|(i, a)| format!("  - name: sim-{i}\n    base_url: \"http://{a}/v1\"\n"))
         .collect();
     let yaml = format!(
-        "listen: \"127.0.0.1:{port}\"\nthreads: 2\nupstreams:\n{upstreams}\
+        "listen: \"127.0.0.1:0\"\nthreads: 2\nupstreams:\n{upstreams}\
          health_check:\n  interval: 1s\n  timeout: 500ms\ntimeouts:\n  connect: 1s\n  total: 20s\n"
     );
     let config = dir.join("soak.yaml");
     std::fs::write(&config, yaml).expect("config written");
     let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-    Command::new(&plan.binary)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", plan.binary))
+    Process::spawn(
+        Command::new(&plan.binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log)),
+    )
 }
 
 /// Research, a streamed chat and an MCP tool call, in turn, until `stop`.
@@ -296,24 +294,15 @@ async fn run(plan: &Plan) -> bool {
     ];
     let restarted_at = restarted.address();
     let addresses = [restarted_at, steady[0].address(), steady[1].address()];
-    let port = free_port();
-    let mut gateway = start_gateway(plan, port, &addresses, &dir);
-    let pid = gateway.id();
-    let base = format!("http://127.0.0.1:{port}");
-    let probe = reqwest::Client::new();
-    let ready = Instant::now();
-    while !probe
-        .get(format!("{base}/ping"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            ready.elapsed() < Duration::from_secs(20),
-            "the gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gateway = start_gateway(plan, &addresses, &dir);
+    let pid = gateway.child.id();
+    let base = gateway.url();
+    wait_for(
+        &format!("{base}/ping"),
+        Duration::from_secs(20),
+        |status, _| status == 200,
+    )
+    .await;
     println!(
         "soak: {} for {} s, upstream sim-0 restarted every {} s, {} clients, gateway pid {pid}",
         plan.binary,
@@ -356,8 +345,7 @@ async fn run(plan: &Plan) -> bool {
     // Let kept-alive connections and finished streams settle, then the last sample.
     tokio::time::sleep(Duration::from_secs(2)).await;
     samples.push(sample(pid, started, &tally));
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
 
     println!("\n|   time | RSS MiB | fds | requests | errors |");
     println!("|-------:|--------:|----:|---------:|-------:|");

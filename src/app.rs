@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +26,9 @@ pub struct Built {
     pub listen: SocketAddr,
 }
 
-/// Builds the Pingora server for `config` (already validated).
-pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, StartError> {
+/// Builds the Pingora server for `config` (already validated). `reuse_port`
+/// (only [`RunningGateway`]) binds the listeners with SO_REUSEPORT.
+pub fn build(config: &Config, opt: Option<Opt>, reuse_port: bool) -> Result<Built, StartError> {
     let metrics = Arc::new(Metrics::new());
     let state: SharedState = Arc::new(ArcSwap::new(build_state(config, metrics.clone(), None)?));
     let in_flight = InFlight::default();
@@ -58,12 +59,12 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Built, StartError> {
         ClientLimits::from_config(&config.limits),
         metrics.clone(),
     );
-    proxy.add_tcp(&listen.to_string());
+    add_tcp(&mut proxy, &listen.to_string(), reuse_port);
     for extra in [&config.metrics_listen, &config.health_listen]
         .into_iter()
         .flatten()
     {
-        proxy.add_tcp(extra);
+        add_tcp(&mut proxy, extra, reuse_port);
     }
     server.add_service(proxy);
 
@@ -225,7 +226,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Resu
         upgrade,
         ..Opt::default()
     };
-    let mut built = build(config, Some(opt))?;
+    let mut built = build(config, Some(opt), false)?;
     match config_path {
         Some(path) => {
             let reloader = Reloader::new(path, built.state.clone());
@@ -247,6 +248,64 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Resu
         }),
     });
     Ok(())
+}
+
+/// Adds a TCP listener to `service`; with `reuse_port` it binds with
+/// SO_REUSEPORT, so that it can take over the address of a [`PortReservation`].
+fn add_tcp<A>(
+    service: &mut pingora::services::listening::Service<A>,
+    address: &str,
+    reuse_port: bool,
+) {
+    if reuse_port {
+        let mut options = pingora::listeners::TcpSocketOptions::default();
+        options.so_reuseport = Some(true);
+        service.add_tcp_with_settings(address, options);
+    } else {
+        service.add_tcp(address);
+    }
+}
+
+/// A port held for a server about to listen on it, so that there is no moment
+/// between choosing the port and listening on it in which someone else can
+/// take it. It is a socket bound to a port the kernel picks, not listening,
+/// with SO_REUSEPORT and without SO_REUSEADDR: the kernel gives that port to no
+/// other bind to port 0 and to no outgoing connection, and an explicit bind to
+/// it succeeds only for a socket of this user that sets SO_REUSEPORT too (as
+/// the listeners of a [`RunningGateway`] do). Drop it once the server listens;
+/// the server's own socket holds the port from then on.
+pub struct PortReservation {
+    _socket: tokio::net::TcpSocket,
+    address: SocketAddr,
+}
+
+impl PortReservation {
+    /// Reserves a free port on `ip`.
+    pub fn on(ip: std::net::IpAddr) -> std::io::Result<PortReservation> {
+        let socket = if ip.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(false)?;
+        socket.set_reuseport(true)?;
+        socket.bind(SocketAddr::new(ip, 0))?;
+        let address = socket.local_addr()?;
+        Ok(PortReservation {
+            _socket: socket,
+            address,
+        })
+    }
+
+    /// Reserves a free port on 127.0.0.1.
+    pub fn loopback() -> std::io::Result<PortReservation> {
+        PortReservation::on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The reserved address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
 }
 
 /// A gateway running in threads of this process, for tests, benchmarks and
@@ -271,15 +330,21 @@ impl ShutdownSignalWatch for NotifiedShutdown {
 }
 
 impl RunningGateway {
-    /// Starts a gateway for `config`; a `listen` port of 0 is replaced by a free
-    /// loopback port. Returns once the gateway accepts connections.
+    /// Starts a gateway for `config`. A `listen` port of 0 is replaced by a
+    /// [`PortReservation`] on that address, dropped once the gateway listens
+    /// there. Every listener binds with SO_REUSEPORT, so `metrics_listen` and
+    /// `health_listen` may name ports the caller reserved (and drops once this
+    /// returns). Returns once every listener accepts connections.
     pub fn start(mut config: Config) -> Result<RunningGateway, String> {
-        if config.listen_addr().port() == 0 {
-            let probe = TcpListener::bind((config.listen_addr().ip(), 0))
+        let reservation = if config.listen_addr().port() == 0 {
+            let reserved = PortReservation::on(config.listen_addr().ip())
                 .map_err(|e| format!("no free port: {e}"))?;
-            config.listen = probe.local_addr().map_err(|e| e.to_string())?.to_string();
-        }
-        let built = build(&config, None).map_err(|e| e.to_string())?;
+            config.listen = reserved.address().to_string();
+            Some(reserved)
+        } else {
+            None
+        };
+        let built = build(&config, None, true).map_err(|e| e.to_string())?;
         let address = built.listen;
         let shared = built.state.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -300,14 +365,22 @@ impl RunningGateway {
             stop,
             thread: Some(thread),
         };
+        let extras = [&config.metrics_listen, &config.health_listen]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse::<SocketAddr>().ok());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&connectable(address), Duration::from_millis(200)).is_err()
-        {
-            if Instant::now() > deadline {
-                return Err(format!("gateway did not start listening on {address}"));
+        for listener in std::iter::once(address).chain(extras) {
+            while TcpStream::connect_timeout(&connectable(listener), Duration::from_millis(200))
+                .is_err()
+            {
+                if Instant::now() > deadline {
+                    return Err(format!("gateway did not start listening on {listener}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
+        drop(reservation);
         Ok(gateway)
     }
 

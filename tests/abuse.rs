@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use context7_lb::app::RunningGateway;
 use context7_lb::sim::SimConfig;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +102,7 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+        json_body(&self.body)
     }
 }
 

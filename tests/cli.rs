@@ -1,43 +1,12 @@
 //! The binary as an operator runs it: environment-only mode in front of a
 //! simulated RunPod API, and logs that never hold an API key.
 
+mod common;
+
+use common::*;
 use context7_lb::sim::{SimConfig, SimUpstream};
-use serde_json::Value;
-use std::io::Read;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for(url: &str, until: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = reqwest::get(url).await
-            && let Ok(body) = r.json::<Value>().await
-            && until(&body)
-        {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{url} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_mode_serves_research_and_never_logs_a_key() {
@@ -45,21 +14,34 @@ async fn environment_mode_serves_research_and_never_logs_a_key() {
     let sim = SimUpstream::start(SimConfig::new("runpod").api_key(secret))
         .await
         .unwrap();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_context7-lb"))
-        .env("RUNPOD_API_KEY", secret)
-        .env("RUNPOD_VLLM_ENDPOINT_ID", "ep-one,ep-two")
-        .env("RUNPOD_API_BASE", sim.origin())
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let mut gateway = Gateway(child);
-    let base = format!("http://127.0.0.1:{port}");
+    // PORT=0: the kernel picks the port, read back once the gateway listens.
+    let mut gateway = Process::spawn(
+        binary()
+            .env("RUNPOD_API_KEY", secret)
+            .env("RUNPOD_VLLM_ENDPOINT_ID", "ep-one,ep-two")
+            .env("RUNPOD_API_BASE", sim.origin())
+            .env("PORT", "0")
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert_eq!(
+        gateway.address.ip().to_string(),
+        "0.0.0.0",
+        "{:?}",
+        gateway.address
+    );
+    assert_ne!(
+        gateway.address.port(),
+        8002,
+        "PORT is read, not the default"
+    );
+    let base = gateway.url();
 
-    let ping = wait_for(&format!("{base}/ping"), |b| b["upstreams"]["healthy"] == 2).await;
+    let ping = wait_for(&format!("{base}/ping"), Duration::from_secs(15), |_, b| {
+        b["upstreams"]["healthy"] == 2
+    })
+    .await;
     assert_eq!(ping["vllm_configured"], true);
 
     let client = reqwest::Client::new();
@@ -96,31 +78,9 @@ async fn environment_mode_serves_research_and_never_logs_a_key() {
     assert_eq!(research("{}").await.unwrap().status().as_u16(), 422);
 
     // Stop it (SIGINT: fast shutdown) and read everything it logged.
-    let pid = gateway.0.id().to_string();
-    Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill runs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gateway.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "gateway did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut logs = String::new();
-    gateway
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    gateway
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    gateway.signal("INT");
+    let (_, stdout, stderr) = gateway.wait(Duration::from_secs(10));
+    let logs = stderr + &stdout;
     assert!(
         logs.contains("POST /v1/research 200 upstream=runpod-ep-"),
         "access log line missing:\n{logs}"

@@ -1,21 +1,15 @@
 //! Configuration: the documented shape, `${VAR}` expansion, every error with
 //! its message, the environment-only mode, and `--check` on every shipped file.
 
+mod common;
+
+use common::*;
 use context7_lb::config::{Config, McpConfig, Problem};
-use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn problems(yaml: &str, vars: &[(&str, &str)]) -> Vec<String> {
-    let result = Config::from_yaml(yaml, &env(vars)).and_then(|c| c.validate().map(|_| c));
+    let result = Config::from_yaml(yaml, &common::vars(vars)).and_then(|c| c.validate().map(|_| c));
     match result {
         Ok(c) => panic!("expected problems, got {c:?}"),
         Err(problems) => problems.iter().map(Problem::to_string).collect(),
@@ -47,7 +41,7 @@ timeouts:
 fn the_documented_shape_is_accepted_with_variables_expanded() {
     let config = Config::from_yaml(
         ISSUE_SHAPE,
-        &env(&[
+        &vars(&[
             ("RUNPOD_VLLM_ENDPOINT_ID", "abc123"),
             ("RUNPOD_API_KEY", "rp-key"),
         ]),
@@ -67,7 +61,7 @@ fn the_documented_shape_is_accepted_with_variables_expanded() {
 
 #[test]
 fn defaults_fill_an_empty_file() {
-    let config = Config::from_yaml("", &env(&[])).unwrap();
+    let config = Config::from_yaml("", &vars(&[])).unwrap();
     assert_eq!(config, Config::default());
     assert_eq!(config.listen, "0.0.0.0:8002");
     assert_eq!(config.research.model, "meta-llama/Llama-3.1-8B-Instruct");
@@ -78,13 +72,13 @@ fn defaults_fill_an_empty_file() {
 fn defaults_and_durations() {
     let config = Config::from_yaml(
         "listen: \"127.0.0.1:${PORT:-9000}\"\nhealth_check:\n  interval: 500ms\n  timeout: 1m 30s\n",
-        &env(&[]),
+        &vars(&[]),
     )
     .unwrap();
     assert_eq!(config.listen, "127.0.0.1:9000");
     assert_eq!(config.health_check.interval, Duration::from_millis(500));
     assert_eq!(config.health_check.timeout, Duration::from_secs(90));
-    let config = Config::from_yaml("timeouts:\n  total: 2m\n", &env(&[])).unwrap();
+    let config = Config::from_yaml("timeouts:\n  total: 2m\n", &vars(&[])).unwrap();
     assert_eq!(config.timeouts.total, Duration::from_secs(120));
 }
 
@@ -92,7 +86,7 @@ fn defaults_and_durations() {
 fn a_variable_in_a_comment_is_not_expanded_and_dollars_can_be_escaped() {
     let config = Config::from_yaml(
         "# uses ${NOT_SET_ANYWHERE}\nresearch:\n  system_prompt: \"costs $$5, $${HOME}\"\n",
-        &env(&[]),
+        &vars(&[]),
     )
     .unwrap();
     assert_eq!(
@@ -186,7 +180,7 @@ retries:
 
 #[test]
 fn environment_mode_reads_the_original_variables() {
-    let config = Config::from_env(&env(&[
+    let config = Config::from_env(&vars(&[
         ("RUNPOD_API_KEY", "rp-key"),
         ("RUNPOD_VLLM_ENDPOINT_ID", "ep1, ep2"),
         ("PORT", "9123"),
@@ -207,17 +201,17 @@ fn environment_mode_reads_the_original_variables() {
     );
 
     assert_eq!(config.health_listen, None);
-    let config = Config::from_env(&env(&[("PORT", "80"), ("PORT_HEALTH", "8081")])).unwrap();
+    let config = Config::from_env(&vars(&[("PORT", "80"), ("PORT_HEALTH", "8081")])).unwrap();
     assert_eq!(
         (config.listen.as_str(), config.health_listen.as_deref()),
         ("0.0.0.0:80", Some("0.0.0.0:8081"))
     );
 
-    let config = Config::from_env(&env(&[])).unwrap();
+    let config = Config::from_env(&vars(&[])).unwrap();
     assert!(config.upstreams.is_empty());
     assert_eq!(config.listen, "0.0.0.0:8002");
 
-    let err = Config::from_env(&env(&[("RUNPOD_VLLM_ENDPOINT_ID", "ep1")])).unwrap_err();
+    let err = Config::from_env(&vars(&[("RUNPOD_VLLM_ENDPOINT_ID", "ep1")])).unwrap_err();
     assert_eq!(
         err.to_string(),
         "environment: 1 problem in the configuration\n  environment: upstreams[0].api_key: RunPod endpoints need an API key (for example \"${RUNPOD_API_KEY}\")\n"
@@ -226,7 +220,7 @@ fn environment_mode_reads_the_original_variables() {
 
 #[test]
 fn runpod_api_base_from_the_environment_wins() {
-    let config = Config::from_env(&env(&[
+    let config = Config::from_env(&vars(&[
         ("RUNPOD_API_BASE", "http://127.0.0.1:7000"),
         ("RUNPOD_VLLM_ENDPOINT_ID", "ep"),
         ("RUNPOD_API_KEY", "k"),
@@ -236,7 +230,7 @@ fn runpod_api_base_from_the_environment_wins() {
 }
 
 fn check(path: &Path, vars: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_context7-lb"))
+    let out = binary()
         .arg("--config")
         .arg(path)
         .arg("--check")
@@ -270,8 +264,7 @@ fn check_passes_on_every_shipped_config_file() {
 
 #[test]
 fn check_prints_every_problem_and_fails() {
-    let dir = std::env::temp_dir().join(format!("c7lb-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("check");
     let file = dir.join("bad.yaml");
     std::fs::write(
         &file,
@@ -288,7 +281,6 @@ fn check_prints_every_problem_and_fails() {
             "{f}: 2 problems in the configuration\n  {f}: upstreams[0].base_url: \"nope\" must start with http:// or https://\n  {f}: health_check.timeout: must be longer than zero\n"
         )
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -303,12 +295,12 @@ fn the_mcp_section_has_defaults_and_checked_values() {
     );
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
     let text = std::fs::read_to_string(example).unwrap();
-    let config = Config::from_yaml(&text, &env(&[])).unwrap();
+    let config = Config::from_yaml(&text, &vars(&[])).unwrap();
     assert_eq!(config.mcp, defaults, "example.yaml lists the defaults");
 
     let config = Config::from_yaml(
         "mcp:\n  allowed_origins: [\"*\", \"https://app.example.com:8443\"]\n  session_idle_timeout: 300ms\n",
-        &env(&[]),
+        &vars(&[]),
     )
     .unwrap();
     config.validate().unwrap();

@@ -2,9 +2,12 @@
 //! Grafana dashboard query exists, and the gateway configuration embedded in
 //! the Kubernetes manifest passes the same validation as any file.
 
+mod common;
+
+use common::*;
 use context7_lb::config::Config;
 use context7_lb::metrics::Metrics;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 fn repo(path: &str) -> String {
@@ -55,22 +58,17 @@ fn the_kubernetes_configuration_is_a_valid_gateway_configuration() {
         .take_while(|l| l.starts_with("    ") || l.is_empty())
         .map(|l| l.get(4..).unwrap_or("").to_string() + "\n")
         .collect();
-    let dir = std::env::temp_dir().join(format!("c7lb-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("k8s");
     let keys = dir.join("client-keys");
     std::fs::write(&keys, "# a key\nreplace-me-with-a-long-random-key\n").unwrap();
     let yaml = block.replace("/etc/context7-lb/keys/client-keys", keys.to_str().unwrap());
-    let env: HashMap<String, String> = [
+    let env = vars(&[
         ("RUNPOD_API_KEY", "k"),
         ("RUNPOD_ENDPOINT_A", "ep-a"),
         ("RUNPOD_ENDPOINT_B", "ep-b"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let config = Config::from_yaml(&yaml, &env).expect("parses");
     config.validate().expect("valid");
     assert_eq!(config.upstreams.len(), 2);
     assert_eq!(config.metrics_listen.as_deref(), Some("0.0.0.0:9102"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

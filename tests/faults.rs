@@ -17,7 +17,6 @@
 mod common;
 
 use common::*;
-use context7_lb::app::RunningGateway;
 use context7_lb::config::UpstreamConfig;
 use context7_lb::sim::{SimConfig, SimUpstream, TlsIdentity};
 use serde_json::{Value, json};
@@ -31,9 +30,7 @@ fn chat_body(stream: bool) -> String {
 }
 
 async fn research_call(gw: &RunningGateway) -> (u16, reqwest::header::HeaderMap, Value) {
-    let (status, headers, text) = post_json(gw, "/v1/research", r#"{"query":"q"}"#).await;
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-    (status, headers, body)
+    research(gw, r#"{"query":"q"}"#).await
 }
 
 async fn chat_call(gw: &RunningGateway, stream: bool) -> (u16, reqwest::header::HeaderMap, String) {
@@ -42,18 +39,6 @@ async fn chat_call(gw: &RunningGateway, stream: bool) -> (u16, reqwest::header::
 
 fn refs(sims: &[SimUpstream]) -> Vec<&SimUpstream> {
     sims.iter().collect()
-}
-
-fn openai_error(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
-}
-
-/// The data of each event of an SSE text.
-fn events(text: &str) -> Vec<String> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.trim().strip_prefix("data: ").unwrap_or(e).to_string())
-        .collect()
 }
 
 /// A gateway whose health checks run once an hour after the first round, so
@@ -120,7 +105,7 @@ async fn connection_refused() {
             "an error, not a stream"
         );
         assert_eq!(
-            openai_error(&text),
+            json_body(&text),
             json!({"error": {"message": format!("Upstream dead failed: {refused}"), "type": "upstream_error", "param": null, "code": null}})
         );
     }
@@ -151,7 +136,7 @@ async fn reset_mid_body() {
         );
         let (status, _, text) = chat_call(&gw, false).await;
         assert_eq!(status, 502, "{text}");
-        let error = openai_error(&text);
+        let error = json_body(&text);
         assert_eq!(error["error"]["type"], "upstream_error");
         assert!(
             error["error"]["message"]
@@ -209,14 +194,14 @@ async fn first_byte_later_than_the_timeout() {
     let (status, _, text) = chat_call(&gw, false).await;
     assert_eq!(status, 504);
     assert_eq!(
-        openai_error(&text),
+        json_body(&text),
         json!({"error": {"message": "No answer within 400ms.", "type": "timeout", "param": null, "code": null}})
     );
     // A stream's header comes at once; its first token does not.
     let (status, _, text) = chat_call(&gw, true).await;
     assert_eq!(status, 504);
     assert_eq!(
-        openai_error(&text),
+        json_body(&text),
         json!({"error": {"message": "Upstream slow sent no token in time.", "type": "timeout", "param": null, "code": null}})
     );
     assert!(
@@ -286,7 +271,7 @@ async fn answers_that_are_not_json() {
         assert_eq!(status, 502, "{raw}");
         assert_eq!(headers["x-upstream"], "garbled");
         assert_eq!(
-            openai_error(&text),
+            json_body(&text),
             json!({"error": {"message": format!("Upstream garbled sent an answer that is not JSON: {chat_why}"), "type": "upstream_error", "param": null, "code": null}})
         );
     }
@@ -406,7 +391,7 @@ async fn a_429_storm_with_retry_after() {
             assert_eq!(status, 429);
             assert_eq!(headers["retry-after"], "30");
             assert_eq!(
-                openai_error(&text),
+                json_body(&text),
                 json!({"error": {"message": "simulated failure from limited", "type": "Too Many Requests", "param": null, "code": 429}})
             );
         }
@@ -503,14 +488,7 @@ async fn a_host_name_that_does_not_resolve() {
         detail.starts_with("cannot resolve vllm.invalid: "),
         "{detail}"
     );
-    let status: Value = client()
-        .get(format!("{}/status", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&gw, "/status").await;
     assert_eq!(status["upstreams"][0]["state"], "unhealthy");
     assert_eq!(
         status["upstreams"][0]["last_check"]["detail"],
@@ -526,7 +504,7 @@ async fn a_host_name_that_does_not_resolve() {
         let (status, _, text) = chat_call(&gw, stream).await;
         assert_eq!(status, 503);
         assert_eq!(
-            openai_error(&text),
+            json_body(&text),
             json!({"error": {"message": format!("No healthy upstream serves `{MODEL}` right now."), "type": "service_unavailable", "param": null, "code": null}})
         );
     }
@@ -618,7 +596,7 @@ async fn a_tls_upstream_with_an_untrusted_certificate() {
         let (status, _, text) = chat_call(&gw, stream).await;
         assert_eq!(status, 503);
         assert_eq!(
-            openai_error(&text),
+            json_body(&text),
             json!({"error": {"message": format!("Upstream selfsigned-routable failed: {untrusted}"), "type": "upstream_error", "param": null, "code": null}})
         );
     }

@@ -513,7 +513,7 @@ fn mcp_handler_answers_every_message_with_a_documented_status() {
         .enable_all()
         .build()
         .unwrap();
-    let built = context7_lb::app::build(&Config::default(), None).expect("a gateway");
+    let built = context7_lb::app::build(&Config::default(), None, false).expect("a gateway");
     let state = built.state.load_full();
     // A live session for the cases that send one.
     let init = HttpRequest::from_parts(&http::Method::POST, &{

@@ -3,114 +3,56 @@
 //! hands the listening socket to a new process started with `--upgrade`, and
 //! the access log (JSON) never holds a key.
 
+mod common;
+
+use common::*;
 use context7_lb::sim::{SimConfig, SimUpstream};
 use serde_json::{Value, json};
-use std::io::Read;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const UPSTREAM_KEY: &str = "upstream-secret-0123456789";
 const CLIENT_KEY: &str = "client-secret-9876543210";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The binary with `--config file` and `extra`, logging at info to pipes.
+fn command(config: &Path, extra: &[&str]) -> std::process::Command {
+    let mut command = binary();
+    command
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("c7lb-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
+/// Starts the binary on `config` (which listens on 127.0.0.1, port 0), and
+/// waits until it listens there.
+fn spawn(config: &Path) -> Process {
+    let gw = Process::spawn(&mut command(config, &[]));
+    assert_eq!(
+        gw.address.ip(),
+        std::net::Ipv4Addr::LOCALHOST,
+        "listen is read"
+    );
+    gw
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+async fn ready(gw: &Process, upstreams: u64) {
+    wait_for(
+        &format!("{}/ping", gw.url()),
+        Duration::from_secs(20),
+        |_, body| body["upstreams"]["healthy"] == upstreams,
+    )
+    .await;
 }
 
-struct Gateway {
-    child: Child,
-    base: String,
-}
-
-impl Gateway {
-    fn spawn(config: &Path, port: u16, extra: &[&str]) -> Gateway {
-        let child = Command::new(env!("CARGO_BIN_EXE_context7-lb"))
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        Gateway {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to end and returns what it printed.
-    fn wait(&mut self, limit: Duration) -> (Duration, String, String) {
-        let started = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < limit, "the gateway did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            s.read_to_string(&mut out).unwrap();
-        }
-        if let Some(mut s) = self.child.stderr.take() {
-            s.read_to_string(&mut err).unwrap();
-        }
-        (started.elapsed(), out, err)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn ready(base: &str, upstreams: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/ping")).await
-            && let Ok(body) = r.json::<Value>().await
-            && body["upstreams"]["healthy"] == upstreams
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{base} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn yaml(port: u16, upstreams: &[(&str, &SimUpstream)], extra: &str) -> String {
+/// A configuration listening on 127.0.0.1, port 0: the kernel picks the port.
+fn yaml(upstreams: &[(&str, &SimUpstream)], extra: &str) -> String {
     let mut y = format!(
-        "listen: \"127.0.0.1:{port}\"\nthreads: 1\nhealth_check:\n  interval: 300ms\n  timeout: 500ms\nauth:\n  keys: [\"{CLIENT_KEY}\"]\n{extra}upstreams:\n"
+        "listen: \"127.0.0.1:0\"\nthreads: 1\nhealth_check:\n  interval: 300ms\n  timeout: 500ms\nauth:\n  keys: [\"{CLIENT_KEY}\"]\n{extra}upstreams:\n"
     );
     for (name, sim) in upstreams {
         y.push_str(&format!(
@@ -121,7 +63,7 @@ fn yaml(port: u16, upstreams: &[(&str, &SimUpstream)], extra: &str) -> String {
     y
 }
 
-fn research(base: &str) -> reqwest::RequestBuilder {
+fn research_at(base: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(format!("{base}/v1/research"))
         .bearer_auth(CLIENT_KEY)
@@ -137,35 +79,26 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_configuration() {
     let b = SimUpstream::start(SimConfig::new("b").api_key(UPSTREAM_KEY))
         .await
         .unwrap();
-    let dir = Dir::new("sighup");
-    let file = dir.0.join("gateway.yaml");
-    let port = free_port();
-    std::fs::write(&file, yaml(port, &[("a", &a)], "")).unwrap();
-    let mut gw = Gateway::spawn(&file, port, &[]);
-    ready(&gw.base, 1).await;
+    let dir = TempDir::new("sighup");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, yaml(&[("a", &a)], "")).unwrap();
+    let mut gw = spawn(&file);
+    ready(&gw, 1).await;
 
-    std::fs::write(&file, yaml(port, &[("a", &a), ("b", &b)], "")).unwrap();
+    std::fs::write(&file, yaml(&[("a", &a), ("b", &b)], "")).unwrap();
     gw.signal("HUP");
-    ready(&gw.base, 2).await;
+    ready(&gw, 2).await;
 
     std::fs::write(&file, "upstreams: [oops\n").unwrap();
     gw.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = research(&gw.base).send().await.unwrap();
+    let r = research_at(&gw.url()).send().await.unwrap();
     assert_eq!(
         r.status().as_u16(),
         200,
         "still serving the last good configuration"
     );
-    let status: Value = reqwest::Client::new()
-        .get(format!("{}/status", gw.base))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = fetch_json(&format!("{}/status", gw.url()), Some(CLIENT_KEY)).await;
     assert_eq!(status["upstreams"].as_array().unwrap().len(), 2);
     gw.signal("INT");
     let (_, _, logs) = gw.wait(Duration::from_secs(10));
@@ -186,18 +119,17 @@ async fn sigterm_lets_a_stream_finish_then_exits_before_the_grace_period_ends() 
     )
     .await
     .unwrap();
-    let dir = Dir::new("sigterm");
-    let file = dir.0.join("gateway.yaml");
-    let port = free_port();
+    let dir = TempDir::new("sigterm");
+    let file = dir.join("gateway.yaml");
     std::fs::write(
         &file,
-        yaml(port, &[("a", &sim)], "shutdown:\n  grace_period: 30s\n"),
+        yaml(&[("a", &sim)], "shutdown:\n  grace_period: 30s\n"),
     )
     .unwrap();
-    let mut gw = Gateway::spawn(&file, port, &[]);
-    ready(&gw.base, 1).await;
+    let mut gw = spawn(&file);
+    ready(&gw, 1).await;
     let mut stream = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", gw.base))
+        .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth(CLIENT_KEY)
         .json(
             &json!({"model": "meta-llama/Llama-3.1-8B-Instruct", "stream": true,
@@ -234,14 +166,12 @@ async fn sigquit_hands_the_socket_to_an_upgraded_process_without_losing_requests
     )
     .await
     .unwrap();
-    let dir = Dir::new("upgrade");
-    let file = dir.0.join("gateway.yaml");
-    let port = free_port();
-    let sock = dir.0.join("upgrade.sock");
+    let dir = TempDir::new("upgrade");
+    let file = dir.join("gateway.yaml");
+    let sock = dir.join("upgrade.sock");
     std::fs::write(
         &file,
         yaml(
-            port,
             &[("a", &sim)],
             &format!(
                 "shutdown:\n  grace_period: 5s\n  upgrade_sock: \"{}\"\n",
@@ -250,16 +180,16 @@ async fn sigquit_hands_the_socket_to_an_upgraded_process_without_losing_requests
         ),
     )
     .unwrap();
-    let mut old = Gateway::spawn(&file, port, &[]);
-    ready(&old.base, 1).await;
-    let base = old.base.clone();
+    let mut old = spawn(&file);
+    ready(&old, 1).await;
+    let base = old.url();
 
     // Steady traffic from before the handover until after it.
     let load = tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(9);
         let (mut ok, mut failed) = (0u32, Vec::new());
         while Instant::now() < deadline {
-            match research(&base).send().await {
+            match research_at(&base).send().await {
                 Ok(r) if r.status().as_u16() == 200 => ok += 1,
                 Ok(r) => failed.push(format!("status {}", r.status())),
                 Err(e) => failed.push(e.to_string()),
@@ -268,7 +198,7 @@ async fn sigquit_hands_the_socket_to_an_upgraded_process_without_losing_requests
         (ok, failed)
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let mut new = Gateway::spawn(&file, port, &["--upgrade"]);
+    let mut new = Process::taking_over(&mut command(&file, &["--upgrade"]), old.address);
     tokio::time::sleep(Duration::from_millis(800)).await;
     old.signal("QUIT");
     let (ok, failed) = load.await.unwrap();
@@ -281,7 +211,7 @@ async fn sigquit_hands_the_socket_to_an_upgraded_process_without_losing_requests
     );
     let (_, _, old_logs) = old.wait(Duration::from_secs(20));
     assert!(old_logs.contains("listener sockets sent"), "{old_logs}");
-    let r = research(&new.base).send().await.unwrap();
+    let r = research_at(&new.url()).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "the new process serves");
     new.signal("INT");
     new.wait(Duration::from_secs(10));
@@ -292,24 +222,19 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
     let sim = SimUpstream::start(SimConfig::new("a").api_key(UPSTREAM_KEY))
         .await
         .unwrap();
-    let dir = Dir::new("accesslog");
-    let file = dir.0.join("gateway.yaml");
-    let port = free_port();
-    std::fs::write(
-        &file,
-        yaml(port, &[("a", &sim)], "access_log:\n  format: json\n"),
-    )
-    .unwrap();
-    let mut gw = Gateway::spawn(&file, port, &[]);
-    ready(&gw.base, 1).await;
-    let r = research(&gw.base)
+    let dir = TempDir::new("accesslog");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, yaml(&[("a", &sim)], "access_log:\n  format: json\n")).unwrap();
+    let mut gw = spawn(&file);
+    ready(&gw, 1).await;
+    let r = research_at(&gw.url())
         .header("x-request-id", "req-1")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let r = reqwest::Client::new()
-        .post(format!("{}/v1/research", gw.base))
+        .post(format!("{}/v1/research", gw.url()))
         .bearer_auth("a-wrong-key-for-the-log")
         .body("{}")
         .send()
@@ -358,13 +283,12 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
     let sim = SimUpstream::start(SimConfig::new("a")).await.unwrap();
-    let dir = Dir::new("keep-connections");
-    let port = free_port();
-    let path = dir.0.join("gateway.yaml");
-    std::fs::write(&path, yaml(port, &[("a", &sim)], "")).unwrap();
-    let gw = Gateway::spawn(&path, port, &[]);
-    ready(&gw.base, 1).await;
-    let base = gw.base.clone();
+    let dir = TempDir::new("keep-connections");
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml(&[("a", &sim)], "")).unwrap();
+    let gw = spawn(&path);
+    ready(&gw, 1).await;
+    let base = gw.url();
     let chat = move |stream: bool| {
         reqwest::Client::new()
             .post(format!("{base}/v1/chat/completions"))
@@ -376,7 +300,7 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
     };
     // Three requests at once leave three pooled connections: more than a
     // request and a probe ever need at the same time below.
-    let warm = [research(&gw.base), chat(false), chat(true)].map(|r| async {
+    let warm = [research_at(&gw.url()), chat(false), chat(true)].map(|r| async {
         let answer = r.send().await.unwrap();
         assert_eq!(answer.status(), 200);
         answer.text().await.unwrap()
@@ -386,7 +310,7 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
     let one_after_another = || async {
         for i in 0..12 {
             let answer = match i % 3 {
-                0 => research(&gw.base),
+                0 => research_at(&gw.url()),
                 1 => chat(false),
                 _ => chat(true),
             }
@@ -404,11 +328,11 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
 
     // The same upstream; a system prompt shows when the new state serves.
     let prompt = "research:\n  system_prompt: reloaded\n";
-    std::fs::write(&path, yaml(port, &[("a", &sim)], prompt)).unwrap();
+    std::fs::write(&path, yaml(&[("a", &sim)], prompt)).unwrap();
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        research(&gw.base)
+        research_at(&gw.url())
             .send()
             .await
             .unwrap()

@@ -4,105 +4,11 @@
 
 mod common;
 
+use common::mcp::{SDK_HEADERS, call, initialize_message, open_session, post};
 use common::*;
-use context7_lb::app::RunningGateway;
 use context7_lb::sim::SimConfig;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-/// The headers the official SDK sends with every POST.
-const SDK_HEADERS: &[(&str, &str)] = &[
-    ("accept", "application/json, text/event-stream"),
-    ("content-type", "application/json"),
-];
-
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", self.text))
-    }
-
-    fn error_code(&self) -> i64 {
-        self.json()["error"]["code"].as_i64().unwrap_or_else(|| {
-            panic!("no JSON-RPC error in {}", self.text);
-        })
-    }
-}
-
-async fn send(
-    gw: &RunningGateway,
-    method: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Answer {
-    let mut request = client().request(method.parse().unwrap(), format!("{}/mcp", gw.url()));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.expect("request sent");
-    Answer {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        text: response.text().await.expect("body read"),
-    }
-}
-
-/// POSTs one message with the SDK's headers, plus the session and version.
-async fn post(gw: &RunningGateway, session: Option<&str>, message: &Value) -> Answer {
-    let mut headers = SDK_HEADERS.to_vec();
-    if let Some(session) = session {
-        headers.push(("mcp-session-id", session));
-        headers.push(("mcp-protocol-version", "2025-11-25"));
-    }
-    send(gw, "POST", &headers, Some(&message.to_string())).await
-}
-
-fn initialize_message(version: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": version,
-        "capabilities": {},
-        "clientInfo": {"name": "tests/mcp.rs", "version": "1"}
-    }})
-}
-
-/// Initializes and sends `notifications/initialized`; returns the session id.
-async fn open_session(gw: &RunningGateway) -> String {
-    let answer = post(gw, None, &initialize_message("2025-11-25")).await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    let session = answer.headers["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert_eq!(post(gw, Some(&session), &initialized).await.status, 202);
-    session
-}
-
-/// A request in a session; asserts HTTP 200 and returns the JSON-RPC answer.
-async fn call(gw: &RunningGateway, session: &str, id: u64, method: &str, params: Value) -> Value {
-    let answer = post(
-        gw,
-        Some(session),
-        &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(answer.headers["content-type"], "application/json");
-    let message = answer.json();
-    assert_eq!(message["jsonrpc"], "2.0");
-    assert_eq!(message["id"], id);
-    message
-}
 
 /// The SDK's headers with a session id and a version, each left out when empty.
 fn with<'a>(session: &'a str, version: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -114,10 +20,6 @@ fn with<'a>(session: &'a str, version: &'a str) -> Vec<(&'a str, &'a str)> {
         headers.push(("mcp-protocol-version", version));
     }
     headers
-}
-
-async fn metrics_text(gw: &RunningGateway) -> String {
-    get_text(gw, "/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +130,7 @@ async fn a_session_initializes_lists_tools_and_researches_through_the_pool() {
     assert_eq!(status, 200);
     assert_eq!(body["result"], text);
 
-    let metrics = metrics_text(&gw).await;
+    let metrics = get_text(&gw, "/metrics").await;
     for line in [
         r#"context7_http_requests_total{route="/mcp",status="200"} 4"#,
         r#"context7_http_requests_total{route="/mcp",status="202"} 1"#,
@@ -254,7 +156,14 @@ async fn every_json_rpc_error_has_its_code() {
     ];
 
     // -32700: not JSON. Answered 400 with a null id: no request could be read.
-    let answer = send(&gw, "POST", &in_session, Some("{\"jsonrpc\": \"2.0\", ")).await;
+    let answer = send(
+        &gw,
+        "POST",
+        "/mcp",
+        &in_session,
+        Some("{\"jsonrpc\": \"2.0\", "),
+    )
+    .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.error_code(), -32700);
     assert_eq!(answer.json()["id"], Value::Null);
@@ -270,7 +179,7 @@ async fn every_json_rpc_error_has_its_code() {
         ),
         (r#""ping""#, Value::Null),
     ] {
-        let answer = send(&gw, "POST", &in_session, Some(body)).await;
+        let answer = send(&gw, "POST", "/mcp", &in_session, Some(body)).await;
         assert_eq!(answer.status, 400, "{body}");
         assert_eq!(answer.error_code(), -32600, "{body}");
         assert_eq!(answer.json()["id"], id, "{body}");
@@ -323,7 +232,7 @@ async fn every_json_rpc_error_has_its_code() {
 
     // Nothing refused reached the upstream.
     assert_eq!(sims[0].chat_requests(), 0);
-    let metrics = metrics_text(&gw).await;
+    let metrics = get_text(&gw, "/metrics").await;
     for line in [
         r#"context7_mcp_messages_total{method="invalid",outcome="parse_error",tool=""} 1"#,
         r#"context7_mcp_messages_total{method="invalid",outcome="invalid_request",tool=""} 5"#,
@@ -344,19 +253,21 @@ async fn the_transport_refuses_what_it_must() {
     // A foreign Origin is refused before anything else; loopback on any port is fine.
     let mut headers = SDK_HEADERS.to_vec();
     headers.push(("origin", "https://evil.example"));
-    let answer = send(&gw, "POST", &headers, Some(&initialize)).await;
+    let answer = send(&gw, "POST", "/mcp", &headers, Some(&initialize)).await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.error_code(), -32000);
     assert!(answer.headers.get("mcp-session-id").is_none());
     headers.pop();
     headers.push(("origin", "http://localhost:6274"));
     assert_eq!(
-        send(&gw, "POST", &headers, Some(&initialize)).await.status,
+        send(&gw, "POST", "/mcp", &headers, Some(&initialize))
+            .await
+            .status,
         200
     );
 
     // No server-initiated stream.
-    let answer = send(&gw, "GET", &[("accept", "text/event-stream")], None).await;
+    let answer = send(&gw, "GET", "/mcp", &[("accept", "text/event-stream")], None).await;
     assert_eq!(answer.status, 405);
     assert_eq!(answer.headers["allow"], "POST, DELETE");
 
@@ -364,6 +275,7 @@ async fn the_transport_refuses_what_it_must() {
     let answer = send(
         &gw,
         "POST",
+        "/mcp",
         &[
             ("accept", "text/html"),
             ("content-type", "application/json"),
@@ -375,6 +287,7 @@ async fn the_transport_refuses_what_it_must() {
     let answer = send(
         &gw,
         "POST",
+        "/mcp",
         &[
             ("accept", "application/json"),
             ("content-type", "text/plain"),
@@ -387,6 +300,7 @@ async fn the_transport_refuses_what_it_must() {
     let answer = send(
         &gw,
         "POST",
+        "/mcp",
         &[
             ("accept", "text/event-stream"),
             ("content-type", "application/json"),
@@ -410,7 +324,9 @@ async fn the_transport_refuses_what_it_must() {
         "x".repeat(1 << 20)
     );
     assert_eq!(
-        send(&gw, "POST", SDK_HEADERS, Some(&huge)).await.status,
+        send(&gw, "POST", "/mcp", SDK_HEADERS, Some(&huge))
+            .await
+            .status,
         413
     );
 
@@ -419,12 +335,13 @@ async fn the_transport_refuses_what_it_must() {
     let session = session.as_str();
 
     // Without a session id: 400. An unknown one: 404.
-    let answer = send(&gw, "POST", &with("", "2025-11-25"), Some(&ping)).await;
+    let answer = send(&gw, "POST", "/mcp", &with("", "2025-11-25"), Some(&ping)).await;
     assert_eq!(answer.status, 400);
     assert!(answer.text.contains("MCP-Session-Id"), "{}", answer.text);
     let answer = send(
         &gw,
         "POST",
+        "/mcp",
         &with("0123456789abcdef0123456789abcdef", ""),
         Some(&ping),
     )
@@ -433,25 +350,46 @@ async fn the_transport_refuses_what_it_must() {
     assert_eq!(answer.error_code(), -32001);
 
     // The version header: unsupported 400; supported or absent (2025-03-26) fine.
-    let answer = send(&gw, "POST", &with(session, "1999-01-01"), Some(&ping)).await;
+    let answer = send(
+        &gw,
+        "POST",
+        "/mcp",
+        &with(session, "1999-01-01"),
+        Some(&ping),
+    )
+    .await;
     assert_eq!(answer.status, 400);
     assert!(answer.text.contains("1999-01-01"), "{}", answer.text);
     for version in ["2025-11-25", "2025-06-18", "2025-03-26", ""] {
-        let answer = send(&gw, "POST", &with(session, version), Some(&ping)).await;
+        let answer = send(&gw, "POST", "/mcp", &with(session, version), Some(&ping)).await;
         assert_eq!(answer.status, 200, "{version:?}: {}", answer.text);
     }
 
     // DELETE ends the session; using it again is 404, and so is a second DELETE.
-    let answer = send(&gw, "DELETE", &with(session, "2025-11-25"), None).await;
+    let answer = send(&gw, "DELETE", "/mcp", &with(session, "2025-11-25"), None).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text, "");
-    let answer = send(&gw, "POST", &with(session, "2025-11-25"), Some(&ping)).await;
+    let answer = send(
+        &gw,
+        "POST",
+        "/mcp",
+        &with(session, "2025-11-25"),
+        Some(&ping),
+    )
+    .await;
     assert_eq!(answer.status, 404);
     assert_eq!(
-        send(&gw, "DELETE", &with(session, ""), None).await.status,
+        send(&gw, "DELETE", "/mcp", &with(session, ""), None)
+            .await
+            .status,
         404
     );
-    assert_eq!(send(&gw, "DELETE", &with("", ""), None).await.status, 400);
+    assert_eq!(
+        send(&gw, "DELETE", "/mcp", &with("", ""), None)
+            .await
+            .status,
+        400
+    );
     stop(gw).await;
 }
 
@@ -601,7 +539,7 @@ async fn research_fails_as_a_tool_error_when_no_upstream_is_healthy() {
         json!({"models": [{"id": "meta-llama/Llama-3.1-8B-Instruct", "upstreams": ["a", "b"]}]})
     );
 
-    let metrics = metrics_text(&gw).await;
+    let metrics = get_text(&gw, "/metrics").await;
     let line = r#"context7_mcp_messages_total{method="tools/call",outcome="tool_error",tool="research"} 1"#;
     assert!(metrics.contains(line), "missing {line}\n{metrics}");
     stop(gw).await;

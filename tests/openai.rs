@@ -12,26 +12,18 @@ use std::time::{Duration, Instant};
 
 const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
+/// POSTs `body` as JSON with a key of the client's own, which must never
+/// reach an upstream.
 async fn post(
-    gw: &context7_lb::app::RunningGateway,
+    gw: &RunningGateway,
     path: &str,
     body: &str,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = client()
-        .post(format!("{}{path}", gw.url()))
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer the-clients-own-key")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.text().await.unwrap())
-}
-
-fn error(status_body: &str) -> Value {
-    serde_json::from_str(status_body).unwrap()
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer the-clients-own-key"),
+    ];
+    send(gw, "POST", path, &headers, Some(body)).await.parts()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,24 +70,6 @@ async fn text_completions_go_to_the_completions_path() {
     assert_eq!(answer["choices"][0]["text"], "[a] Simulated answer");
     assert_eq!(sims[0].requests().last().unwrap().path, "/v1/completions");
     stop(gw).await;
-}
-
-/// Reads a stream to its end, noting when each chunk arrived.
-async fn read_stream(mut r: reqwest::Response, started: Instant) -> (String, Vec<Duration>) {
-    let mut text = String::new();
-    let mut arrivals = Vec::new();
-    while let Ok(Some(chunk)) = r.chunk().await {
-        arrivals.push(started.elapsed());
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    (text, arrivals)
-}
-
-fn events(text: &str) -> Vec<String> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| e.trim().strip_prefix("data: ").unwrap_or(e).to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +202,7 @@ fn strict(name: &str, model: &str) -> SimConfig {
     c
 }
 
-async fn routed_gateway(sims: &[SimUpstream]) -> context7_lb::app::RunningGateway {
+async fn routed_gateway(sims: &[SimUpstream]) -> RunningGateway {
     let mut config = config();
     config.health_check.discover_models = false;
     // Rotation, so that an alias's two upstreams both get requests to check.
@@ -294,7 +268,7 @@ async fn requests_go_only_to_upstreams_serving_their_model() {
     .await;
     assert_eq!(status, 404);
     assert_eq!(
-        error(&text),
+        json_body(&text),
         json!({"error": {"message": "The model `gpt-17` does not exist.", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
     );
 
@@ -382,7 +356,7 @@ async fn upstream_errors_in_either_vllm_format_are_passed_on_normalised() {
     assert_eq!(status, 404);
     assert_eq!(headers["x-upstream"], "a");
     assert_eq!(
-        error(&text),
+        json_body(&text),
         json!({"error": {"message": "The model `other` does not exist.", "type": "NotFoundError", "param": null, "code": 404}})
     );
     // Nested form, and a 429 with its Retry-After.
@@ -398,7 +372,10 @@ async fn upstream_errors_in_either_vllm_format_are_passed_on_normalised() {
     .await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "1");
-    assert_eq!(error(&text)["error"]["message"], "simulated failure from a");
+    assert_eq!(
+        json_body(&text)["error"]["message"],
+        "simulated failure from a"
+    );
     stop(gw).await;
 }
 
@@ -502,7 +479,7 @@ async fn no_upstream_no_health_and_timeouts_are_openai_errors() {
     let (status, _, text) = post(&gw, "/v1/chat/completions", &chat).await;
     assert_eq!(status, 503);
     assert_eq!(
-        error(&text),
+        json_body(&text),
         json!({"error": {"message": "No upstream is configured.", "type": "service_unavailable", "param": null, "code": null}})
     );
     stop(gw).await;
@@ -512,7 +489,7 @@ async fn no_upstream_no_health_and_timeouts_are_openai_errors() {
     let (status, _, text) = post(&gw, "/v1/chat/completions", &chat).await;
     assert_eq!(status, 503);
     assert_eq!(
-        error(&text)["error"]["message"],
+        json_body(&text)["error"]["message"],
         format!("No healthy upstream serves `{MODEL}` right now.")
     );
     stop(gw).await;
@@ -526,7 +503,7 @@ async fn no_upstream_no_health_and_timeouts_are_openai_errors() {
     let (status, _, text) = post(&gw, "/v1/chat/completions", &chat).await;
     assert_eq!(status, 504);
     assert_eq!(
-        error(&text),
+        json_body(&text),
         json!({"error": {"message": "No answer within 300ms.", "type": "timeout", "param": null, "code": null}})
     );
     stop(gw).await;

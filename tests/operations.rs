@@ -12,30 +12,23 @@ use std::time::Duration;
 const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 const KEY: &str = "client-key-0123456789";
 
+/// `method path` with the bearer `key` and a JSON `body`, each if given.
 async fn call(
-    gw: &context7_lb::app::RunningGateway,
+    gw: &RunningGateway,
     method: &str,
     path: &str,
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = client().request(method.parse().unwrap(), format!("{}{path}", gw.url()));
-    if let Some(key) = key {
-        req = req.bearer_auth(key);
+    let bearer = key.map(|key| format!("Bearer {key}"));
+    let mut headers = Vec::new();
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
     }
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.text().await.unwrap())
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
+    send(gw, method, path, &headers, body).await.parts()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +70,7 @@ async fn client_keys_guard_every_route_but_ping_root_and_docs() {
     // Each route refuses in its own format.
     let (_, _, text) = call(&gw, "POST", "/v1/research", None, Some(r#"{"query":"q"}"#)).await;
     assert_eq!(
-        json(&text),
+        json_body(&text),
         json!({"detail": "Missing API key: send Authorization: Bearer <key>"})
     );
     let (_, _, text) = call(
@@ -89,22 +82,14 @@ async fn client_keys_guard_every_route_but_ping_root_and_docs() {
     )
     .await;
     assert_eq!(
-        json(&text),
+        json_body(&text),
         json!({"error": {"message": "Invalid API key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
     );
     let (_, _, text) = call(&gw, "POST", "/mcp", None, Some(mcp_init)).await;
-    assert_eq!(json(&text)["error"]["code"], -32001);
+    assert_eq!(json_body(&text)["error"]["code"], -32001);
     // Nothing refused reached the upstream; the accepted research and chat did.
     assert_eq!(sims[0].chat_requests(), 2);
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", gw.url()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, _, metrics) = call(&gw, "GET", "/metrics", Some(KEY), None).await;
     assert!(
         metrics.contains(r#"context7_auth_failures_total{route="/v1/research"} 3"#),
         "{metrics}"
@@ -132,7 +117,7 @@ async fn the_rate_limit_is_per_client_with_retry_after() {
     let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     assert_eq!(
-        json(&text),
+        json_body(&text),
         json!({"detail": format!("Rate limit exceeded: retry after {wait} s")})
     );
     // Another client has its own bucket; health and root are never limited.
@@ -168,7 +153,7 @@ async fn without_keys_the_rate_limit_is_per_address() {
         call(&gw, "POST", "/v1/chat/completions", None, Some(&chat)).await;
     assert_eq!(status, 429);
     assert!(headers.contains_key("retry-after"));
-    assert_eq!(json(&text)["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(json_body(&text)["error"]["code"], "rate_limit_exceeded");
     stop(gw).await;
 }
 
@@ -308,7 +293,7 @@ async fn a_full_upstream_sends_traffic_elsewhere_or_503() {
     assert_eq!(statuses, [200, 200, 503]);
     let busy = answers.iter().find(|a| a.0 == 503).unwrap();
     assert_eq!(
-        json(&busy.2),
+        json_body(&busy.2),
         json!({"detail": "vLLM backend busy: every upstream is at its max_concurrent limit"})
     );
     assert_eq!(sims[0].chat_requests(), 1);
@@ -318,18 +303,15 @@ async fn a_full_upstream_sends_traffic_elsewhere_or_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_listeners_serve_only_their_routes() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (metrics_at, health_at) = (free(), free());
+    // Reserved until the gateway listens there too.
+    let (metrics_port, health_port) = (reserve(), reserve());
+    let (metrics_at, health_at) = (metrics_port.address(), health_port.address());
     let mut config = config();
     config.auth.keys = vec![KEY.into()];
     config.metrics_listen = Some(metrics_at.to_string());
     config.health_listen = Some(health_at.to_string());
     let gw = start(config).await;
+    drop((metrics_port, health_port));
     let get = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
     assert_eq!(
         get(format!("http://{metrics_at}/metrics")).await,
@@ -374,8 +356,7 @@ async fn a_reload_under_load_loses_no_request_and_keeps_upstream_state() {
         SimConfig::new("c").ttft(Duration::from_millis(5)),
     ])
     .await;
-    let dir = std::env::temp_dir().join(format!("c7lb-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let file = dir.join("gateway.yaml");
     write_config(
         &file,
@@ -458,5 +439,4 @@ async fn a_reload_under_load_loses_no_request_and_keeps_upstream_state() {
     );
     assert!(std::sync::Arc::ptr_eq(&gw.current(), &after));
     stop(gw).await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -229,11 +229,9 @@ async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     (address, task)
 }
 
-async fn ping(gw: &context7_lb::app::RunningGateway) -> (u16, Option<Value>) {
-    let r = reqwest::get(format!("{}/ping", gw.url())).await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).ok())
+async fn ping(gw: &RunningGateway) -> (u16, Option<Value>) {
+    let answer = send(gw, "GET", "/ping", &[], None).await;
+    (answer.status, serde_json::from_str(&answer.text).ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,10 +249,7 @@ async fn ping_is_204_while_initializing_and_503_when_nothing_is_routable() {
         c
     };
     let c = make(false);
-    let gw = tokio::task::spawn_blocking(move || context7_lb::app::RunningGateway::start(c))
-        .await
-        .unwrap()
-        .unwrap();
+    let gw = start_now(c).await;
     let (status, body) = ping(&gw).await;
     assert_eq!((status, body), (204, None), "first round still running");
     let state = gw.state.clone();
@@ -270,10 +265,7 @@ async fn ping_is_204_while_initializing_and_503_when_nothing_is_routable() {
     stop(gw).await;
 
     let c = make(true);
-    let gw = tokio::task::spawn_blocking(move || context7_lb::app::RunningGateway::start(c))
-        .await
-        .unwrap()
-        .unwrap();
+    let gw = start_now(c).await;
     assert_eq!(ping(&gw).await.0, 200, "the original's always-200");
     stop(gw).await;
     hole_task.abort();

@@ -1,6 +1,9 @@
 //! The simulated vLLM upstream behaves like vLLM: OpenAI answers, SSE streams
 //! paced token by token and ending in `[DONE]`, models, health, cold mode.
 
+mod common;
+
+use common::*;
 use context7_lb::sim::{SimConfig, SimUpstream};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -16,7 +19,7 @@ async fn streams_are_paced_and_end_with_done() {
     .await
     .unwrap();
     let started = Instant::now();
-    let mut response = reqwest::Client::new()
+    let response = reqwest::Client::new()
         .post(format!("{}/chat/completions", sim.base_url()))
         .json(
             &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
@@ -26,17 +29,8 @@ async fn streams_are_paced_and_end_with_done() {
         .await
         .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut arrivals = Vec::new();
-    let mut text = String::new();
-    while let Some(chunk) = response.chunk().await.unwrap() {
-        arrivals.push(started.elapsed());
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
-    let events: Vec<&str> = text
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| e.strip_prefix("data: ").expect("SSE data line"))
-        .collect();
+    let (text, arrivals) = read_stream(response, started).await;
+    let events = data_events(&text);
     assert_eq!(events.last(), Some(&"[DONE]"));
     let chunks: Vec<Value> = events[..events.len() - 1]
         .iter()
@@ -78,27 +72,11 @@ async fn models_health_cold_mode_and_keys() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let models: Value = c
-        .get(format!("{}/models", sim.base_url()))
-        .bearer_auth("k")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = fetch_json(&format!("{}/models", sim.base_url()), Some("k")).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "served");
 
-    let health: Value = c
-        .get(format!("{}/v2/ep/health", sim.origin()))
-        .bearer_auth("k")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = fetch_json(&format!("{}/v2/ep/health", sim.origin()), Some("k")).await;
     assert_eq!(health["workers"]["running"], 0);
     assert!(health["jobs"]["inQueue"].is_u64());
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::mcp::{open_session, research_tool};
 use common::*;
 use context7_lb::app::RunningGateway;
 use context7_lb::sim::SimConfig;
@@ -11,24 +12,16 @@ use serde_json::{Value, json};
 
 const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
-/// The value of the sample `name{labels}` in the gateway's metrics (0 when absent).
-async fn sample(gw: &RunningGateway, series: &str) -> f64 {
-    let text = get_text(gw, "/metrics").await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
 /// `context7_upstream_requests_total` (outcome `ok`) and the duration
 /// histogram's count, for upstream `a`.
 async fn upstream_counts(gw: &RunningGateway) -> (f64, f64) {
     (
-        sample(
+        metric(
             gw,
             r#"context7_upstream_requests_total{outcome="ok",upstream="a"}"#,
         )
         .await,
-        sample(
+        metric(
             gw,
             r#"context7_upstream_request_duration_seconds_count{upstream="a"}"#,
         )
@@ -36,64 +29,18 @@ async fn upstream_counts(gw: &RunningGateway) -> (f64, f64) {
     )
 }
 
-async fn post(gw: &RunningGateway, path: &str, headers: &[(&str, &str)], body: &Value) -> String {
-    let mut request = client()
-        .post(format!("{}{path}", gw.url()))
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let answer = request.body(body.to_string()).send().await.unwrap();
-    let status = answer.status();
-    let text = answer.text().await.unwrap();
+/// POSTs a JSON body; asserts a 200 and returns the answer's text.
+async fn post_ok(gw: &RunningGateway, path: &str, body: &Value) -> String {
+    let (status, _, text) = post_json(gw, path, &body.to_string()).await;
     assert_eq!(status, 200, "{path}: {text}");
     text
-}
-
-const MCP_HEADERS: [(&str, &str); 2] = [
-    ("accept", "application/json, text/event-stream"),
-    ("mcp-protocol-version", "2025-11-25"),
-];
-
-/// Opens an MCP session; returns its id.
-async fn mcp_session(gw: &RunningGateway) -> String {
-    let answer = client()
-        .post(format!("{}/mcp", gw.url()))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "tests/upstream_call.rs", "version": "1"}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    answer.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// MCP's `research` tool; returns its structured result.
-async fn mcp_research(gw: &RunningGateway, session: &str, arguments: Value) -> Value {
-    let mut headers = MCP_HEADERS.to_vec();
-    headers.push(("mcp-session-id", session));
-    let message = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                         "params": {"name": "research", "arguments": arguments}});
-    let text = post(gw, "/mcp", &headers, &message).await;
-    let answer: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(answer["result"]["isError"], false, "{text}");
-    answer["result"]["structuredContent"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_front_door_counts_its_upstream_traffic_once() {
     let sims = sims(vec![SimConfig::new("a")]).await;
     let gw = gateway(&sims, config()).await;
-    let session = mcp_session(&gw).await;
+    let session = open_session(&gw).await;
     let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
     let mut streamed = chat.clone();
     streamed["stream"] = json!(true);
@@ -111,20 +58,20 @@ async fn every_front_door_counts_its_upstream_traffic_once() {
     let mut expected = upstream_counts(&gw).await;
     assert_eq!(expected, (0.0, 0.0), "no traffic yet");
     for (path, what, body) in front_doors {
-        let text = post(&gw, path, &[], &body).await;
+        let text = post_ok(&gw, path, &body).await;
         if what == "stream" {
             assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         }
         expected = (expected.0 + 1.0, expected.1 + 1.0);
         assert_eq!(upstream_counts(&gw).await, expected, "after the {what}");
     }
-    mcp_research(&gw, &session, json!({"query": "q2"})).await;
+    research_tool(&gw, &session, json!({"query": "q2"})).await;
     expected = (expected.0 + 1.0, expected.1 + 1.0);
     assert_eq!(upstream_counts(&gw).await, expected, "after MCP research");
     // Five answers, five chat or completion requests at the upstream.
     assert_eq!(sims[0].chat_requests(), 5);
     // Tokens of every front door under the upstream's model.
-    let prompt = sample(
+    let prompt = metric(
         &gw,
         &format!(r#"context7_upstream_tokens_total{{kind="prompt",model="{MODEL}",upstream="a"}}"#),
     )
@@ -139,7 +86,7 @@ async fn mcp_research_and_v1_research_share_one_cache() {
     let mut config = config();
     config.cache.enabled = true;
     let gw = gateway(&sims, config).await;
-    let session = mcp_session(&gw).await;
+    let session = open_session(&gw).await;
     let research = |query: &str| json!({"query": query, "max_tokens": 200, "temperature": 0});
 
     // `/v1/research` makes the entry; MCP is answered from it.
@@ -152,12 +99,12 @@ async fn mcp_research_and_v1_research_share_one_cache() {
     assert_eq!(made.headers()["x-cache"], "MISS");
     let made: Value = made.json().await.unwrap();
     assert_eq!(sims[0].chat_requests(), 1);
-    let from_cache = mcp_research(&gw, &session, research("what is vLLM?")).await;
+    let from_cache = research_tool(&gw, &session, research("what is vLLM?")).await;
     assert_eq!(sims[0].chat_requests(), 1, "MCP asked no upstream");
     assert_eq!(from_cache["result"], made["result"]);
 
     // And the other way round: MCP makes it, `/v1/research` hits it.
-    let made = mcp_research(&gw, &session, research("what is Pingora?")).await;
+    let made = research_tool(&gw, &session, research("what is Pingora?")).await;
     assert_eq!(sims[0].chat_requests(), 2);
     let hit = client()
         .post(format!("{}/v1/research", gw.url()))
@@ -170,7 +117,7 @@ async fn mcp_research_and_v1_research_share_one_cache() {
     assert_eq!(hit["result"], made["result"]);
     assert_eq!(sims[0].chat_requests(), 2, "/v1/research asked no upstream");
     assert_eq!(
-        sample(&gw, r#"context7_cache_lookups_total{result="HIT"}"#).await,
+        metric(&gw, r#"context7_cache_lookups_total{result="HIT"}"#).await,
         2.0
     );
     stop(gw).await;
