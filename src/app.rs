@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::guard::ClientLimits;
 use crate::metrics::Metrics;
 use crate::pool::health::HealthChecker;
+use crate::ports::PortReservation;
 use crate::proxy::Gateway;
 use crate::state::{AppState, InFlight, SharedState, StartError, build_state};
 use arc_swap::ArcSwap;
@@ -263,48 +264,6 @@ fn add_tcp<A>(
         service.add_tcp_with_settings(address, options);
     } else {
         service.add_tcp(address);
-    }
-}
-
-/// A port held for a server about to listen on it, so that there is no moment
-/// between choosing the port and listening on it in which someone else can
-/// take it. It is a socket bound to a port the kernel picks, not listening,
-/// with SO_REUSEPORT and without SO_REUSEADDR: the kernel gives that port to no
-/// other bind to port 0 and to no outgoing connection, and an explicit bind to
-/// it succeeds only for a socket of this user that sets SO_REUSEPORT too (as
-/// the listeners of a [`RunningGateway`] do). Drop it once the server listens;
-/// the server's own socket holds the port from then on.
-pub struct PortReservation {
-    _socket: tokio::net::TcpSocket,
-    address: SocketAddr,
-}
-
-impl PortReservation {
-    /// Reserves a free port on `ip`.
-    pub fn on(ip: std::net::IpAddr) -> std::io::Result<PortReservation> {
-        let socket = if ip.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(false)?;
-        socket.set_reuseport(true)?;
-        socket.bind(SocketAddr::new(ip, 0))?;
-        let address = socket.local_addr()?;
-        Ok(PortReservation {
-            _socket: socket,
-            address,
-        })
-    }
-
-    /// Reserves a free port on 127.0.0.1.
-    pub fn loopback() -> std::io::Result<PortReservation> {
-        PortReservation::on(std::net::Ipv4Addr::LOCALHOST.into())
-    }
-
-    /// The reserved address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 }
 

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod pool;
+pub mod ports;
 pub mod proxy;
 pub mod routes;
 pub mod scope;

@@ -172,6 +172,9 @@ pub struct SimUpstream {
     address: SocketAddr,
     state: Arc<SimState>,
     server: Option<JoinHandle<()>>,
+    /// After [`SimUpstream::stop`], the port stays this process's, so that a
+    /// restart with [`SimUpstream::start_on`] gets it back.
+    held: Option<crate::ports::PortReservation>,
 }
 
 impl SimUpstream {
@@ -180,7 +183,8 @@ impl SimUpstream {
         SimUpstream::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
     }
 
-    /// Starts on a given address (port 0 for an ephemeral one).
+    /// Starts on a given address (port 0 for an ephemeral one); the address
+    /// of a stopped upstream still held by it is taken over.
     pub async fn start_on(address: SocketAddr, config: SimConfig) -> std::io::Result<SimUpstream> {
         SimUpstream::launch(address, config, None).await
     }
@@ -220,7 +224,7 @@ impl SimUpstream {
         config: SimConfig,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<SimUpstream> {
-        let listener = TcpListener::bind(address).await?;
+        let listener = crate::ports::listen_reusing(address)?;
         let address = listener.local_addr()?;
         let state = Arc::new(SimState {
             config: Mutex::new(config),
@@ -237,6 +241,7 @@ impl SimUpstream {
             address,
             state,
             server: Some(server),
+            held: None,
         })
     }
 
@@ -306,9 +311,13 @@ impl SimUpstream {
         self.state.failed_handshakes.load(Ordering::Relaxed)
     }
 
-    /// Stops listening and drops every open connection at once, as a crash would.
+    /// Stops listening and drops every open connection at once, as a crash
+    /// would. The port stays held (bound, not listening: connections are
+    /// refused) until this value is dropped, so that a restart on it cannot
+    /// lose it to another program.
     pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
+            self.held = crate::ports::PortReservation::hold(self.address).ok();
             server.abort();
         }
     }

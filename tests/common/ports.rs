@@ -12,7 +12,7 @@
 //!
 //! [`RunningGateway::start`]: context7_lb::app::RunningGateway::start
 
-pub use context7_lb::app::PortReservation;
+pub use context7_lb::ports::PortReservation;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 
