@@ -5,7 +5,6 @@ use crate::config::{AuthConfig, RateLimitConfig};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -53,10 +52,7 @@ impl std::fmt::Debug for ClientKeys {
 
 impl ClientKeys {
     pub fn from_config(config: &AuthConfig) -> Result<ClientKeys, String> {
-        let mut keys: Vec<String> = config.keys.iter().map(|k| k.trim().to_string()).collect();
-        if let Some(file) = &config.keys_file {
-            keys.extend(crate::config::read_keys_file(Path::new(file))?);
-        }
+        let keys = crate::config::client_keys(config)?;
         Ok(ClientKeys {
             keys: keys.into_iter().map(String::into_bytes).collect(),
         })

@@ -440,3 +440,61 @@ async fn a_reload_under_load_loses_no_request_and_keeps_upstream_state() {
     assert!(std::sync::Arc::ptr_eq(&gw.current(), &after));
     stop(gw).await;
 }
+
+/// Keys fail closed: a `keys_file` emptied (or left with comments only) is
+/// refused at start and on reload, the running keys stay in force, and the
+/// same key twice is refused rather than given another key's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_keys_file_keeps_the_running_keys() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let dir = TempDir::new("keys");
+    let keys = dir.join("keys");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&keys, format!("# client keys\n{KEY}\n")).unwrap();
+    let yaml = format!(
+        "{}auth:\n  keys_file: \"{}\"\n",
+        yaml_for(&[("a", sims[0].base_url(), 1.0)]),
+        keys.display()
+    );
+    write_config(&file, &yaml);
+    let gw = start(Config::load_file(&file).unwrap()).await;
+    let reloader = gw.reloader(file.clone());
+    let running = gw.current();
+    let file_name = keys.display().to_string();
+    for emptied in ["", "# rotated, keys to follow\n\n"] {
+        std::fs::write(&keys, emptied).unwrap();
+        let Err(error) = reloader.reload() else {
+            panic!("an empty keys file was accepted: {emptied:?}");
+        };
+        assert_eq!(
+            error.problems[0].to_string(),
+            format!(
+                "auth.keys_file: {file_name}: holds no key (one per line; `#` starts a \
+                 comment); without keys every route would open, so remove keys_file to turn \
+                 authentication off"
+            )
+        );
+        assert!(std::sync::Arc::ptr_eq(&gw.current(), &running));
+        for path in ["/status", "/metrics", "/v1/models"] {
+            let (status, _, _) = call(&gw, "GET", path, None, None).await;
+            assert_eq!(status, 401, "{path} opened after {emptied:?}");
+            let (status, _, _) = call(&gw, "GET", path, Some(KEY), None).await;
+            assert_eq!(status, 200, "{path} with the running key");
+        }
+    }
+    // And at start: `--check` and `load_file` refuse it the same way.
+    assert!(Config::load_file(&file).is_err());
+
+    // One key twice, in `keys` and in the file: refused, never a shared identity.
+    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
+    write_config(&file, &format!("{yaml}  keys: [\"{KEY}\"]\n"));
+    let Err(error) = reloader.reload() else {
+        panic!("a key given twice was accepted");
+    };
+    assert_eq!(
+        error.problems[0].to_string(),
+        "auth: key 2 is the same as key 1 (counting auth.keys, then keys_file): each key \
+         must be given once"
+    );
+    stop(gw).await;
+}

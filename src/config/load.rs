@@ -212,6 +212,35 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<String>, String> {
             n + 1
         ));
     }
+    // Fail closed: an emptied file (a failed secret mount, a rotation that
+    // truncates first) must not turn authentication off.
+    if keys.is_empty() {
+        return Err(format!(
+            "{}: holds no key (one per line; `#` starts a comment); without keys \
+             every route would open, so remove keys_file to turn authentication off",
+            path.display()
+        ));
+    }
+    Ok(keys)
+}
+
+/// Every client key `auth` configures, `keys` first, then the file's: each
+/// one once, since the position of a key is the client's identity.
+pub fn client_keys(auth: &super::AuthConfig) -> Result<Vec<String>, String> {
+    let mut keys: Vec<String> = auth.keys.iter().map(|k| k.trim().to_string()).collect();
+    if let Some(file) = &auth.keys_file {
+        keys.extend(read_keys_file(Path::new(file))?);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(j) = keys[..i].iter().position(|k| k == key) {
+            return Err(format!(
+                "key {} is the same as key {} (counting auth.keys, then keys_file): \
+                 each key must be given once",
+                i + 1,
+                j + 1
+            ));
+        }
+    }
     Ok(keys)
 }
 

@@ -7,7 +7,7 @@ mod load;
 mod origin;
 mod validate;
 
-pub use load::read_keys_file;
+pub use load::{client_keys, read_keys_file};
 pub use origin::{OriginPattern, check_allowed_origin};
 
 use serde::Deserialize;

@@ -195,6 +195,8 @@ impl Config {
             && let Err(why) = super::read_keys_file(Path::new(file))
         {
             problem("auth.keys_file", why);
+        } else if let Err(why) = super::client_keys(&self.auth) {
+            problem("auth", why);
         }
         if !(self.rate_limit.requests_per_second.is_finite()
             && self.rate_limit.requests_per_second >= 0.0)
