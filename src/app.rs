@@ -152,14 +152,20 @@ impl BackgroundService for ReloadOnHangup {
             };
         loop {
             tokio::select! {
-                _ = hangups.recv() => match self.0.reload() {
-                    Ok(state) => log::info!(
-                        "reloaded {}: {} upstream(s)",
-                        self.0.path.display(),
-                        state.pool.upstreams().len()
-                    ),
-                    Err(e) => log::error!("reload refused, the running configuration stays:\n{e}"),
-                },
+                _ = hangups.recv() => {
+                    let metrics = self.0.state.load().metrics.clone();
+                    match crate::task::guarded_sync("reload", &metrics, || self.0.reload()) {
+                        Some(Ok(state)) => log::info!(
+                            "reloaded {}: {} upstream(s)",
+                            self.0.path.display(),
+                            state.pool.upstreams().len()
+                        ),
+                        Some(Err(e)) => {
+                            log::error!("reload refused, the running configuration stays:\n{e}")
+                        }
+                        None => log::error!("reload failed, the running configuration stays"),
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -177,7 +183,10 @@ impl BackgroundService for Janitor {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                    self.state.load().rate_limit.forget_idle();
+                    let state = self.state.load();
+                    crate::task::guarded_sync("janitor", &state.metrics, || {
+                        state.rate_limit.forget_idle()
+                    });
                 }
                 _ = shutdown.changed() => return,
             }

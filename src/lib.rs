@@ -20,3 +20,4 @@ pub mod serve;
 pub mod sim;
 pub mod sse;
 pub mod state;
+pub mod task;

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub cache_lookups: IntCounterVec,
     pub gateway_overhead: HistogramVec,
+    pub internal_errors: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -81,6 +82,11 @@ impl Metrics {
             "context7_upstream_requests_total",
             "Attempts sent to upstreams, by upstream and outcome.",
             &["upstream", "outcome"],
+        );
+        let internal_errors = counter(
+            "context7_internal_errors_total",
+            "Panics caught in background work, by task; the work carries on.",
+            &["task"],
         );
         let upstream_healthy = gauge(
             "context7_upstream_healthy",
@@ -217,6 +223,7 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(cache_lookups.clone()),
             Box::new(gateway_overhead.clone()),
+            Box::new(internal_errors.clone()),
         ] {
             descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
@@ -248,6 +255,7 @@ impl Metrics {
             rate_limited,
             cache_lookups,
             gateway_overhead,
+            internal_errors,
         }
     }
 

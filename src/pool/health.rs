@@ -62,10 +62,10 @@ impl HealthChecker {
         let pool = (self.current)();
         let config = pool.health_config();
         let connect_timeout = pool.connect_timeout().min(config.timeout);
-        let probes = pool
-            .upstreams()
-            .iter()
-            .map(|up| self.check_one(up, config, connect_timeout, round));
+        let probes = pool.upstreams().iter().map(|up| {
+            let check = self.check_one(up, config, connect_timeout, round);
+            crate::task::guarded("health_check", &self.metrics, check)
+        });
         futures::future::join_all(probes).await;
     }
 
@@ -109,10 +109,12 @@ impl HealthChecker {
         let due = changed == Some(Health::Healthy) || round.is_multiple_of(DISCOVERY_EVERY);
         if config.discover_models && up.can_discover_models() && up.is_healthy() && due {
             let discovery = self.discover_models(up, config, connect_timeout);
-            match tokio::time::timeout(config.timeout, discovery).await {
-                Ok(Ok(models)) => up.set_discovered_models(models),
-                Ok(Err(why)) => log::debug!("upstream {}: no model list: {why}", up.name),
-                Err(_) => log::debug!("upstream {}: no model list in time", up.name),
+            let discovery = tokio::time::timeout(config.timeout, discovery);
+            match crate::task::guarded("model_discovery", &self.metrics, discovery).await {
+                Some(Ok(Ok(models))) => up.set_discovered_models(models),
+                Some(Ok(Err(why))) => log::debug!("upstream {}: no model list: {why}", up.name),
+                Some(Err(_)) => log::debug!("upstream {}: no model list in time", up.name),
+                None => {}
             }
         }
     }
