@@ -65,6 +65,8 @@ pub struct ClientLimits {
     pub keepalive_timeout: Duration,
     /// Largest request body (bodies on routes that take none are refused past it).
     pub max_body_bytes: usize,
+    /// Longest a write to the client may wait for it to accept bytes.
+    pub write_timeout: Duration,
 }
 
 impl ClientLimits {
@@ -75,6 +77,7 @@ impl ClientLimits {
             body_timeout: limits.client_body_timeout,
             keepalive_timeout: limits.client_keepalive_timeout,
             max_body_bytes: limits.max_body_bytes,
+            write_timeout: limits.client_write_timeout,
         }
     }
 }
@@ -506,6 +509,15 @@ pub fn screen(session: &mut Session, limits: &ClientLimits, takes_body: bool) ->
     session.set_read_timeout(Some(limits.body_timeout + Duration::from_secs(1)));
     session.set_total_drain_timeout(Some(limits.body_timeout));
     session.set_pipelining_enabled(true);
+    // A client that stops reading must not hold its answer, its upstream
+    // request and its concurrency slot for ever.
+    session.set_write_timeout(Some(limits.write_timeout));
+    // An answer written before the body was read (a refusal) closes the
+    // connection: the unread bytes must never be taken for the next request.
+    session.set_close_on_response_before_downstream_finish(true);
+    // A client may half-close once its request is sent (RFC 9112, 9.6): its
+    // answer, a stream too, goes on until written or a write fails.
+    session.set_abort_on_close(false);
     let raw = session.as_downstream().to_h1_raw();
     let framing = framing(&raw);
     let refusal = judge(raw.len(), &framing, limits, takes_body);
@@ -618,6 +630,7 @@ mod tests {
             body_timeout: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(1),
             max_body_bytes: 100,
+            write_timeout: Duration::from_secs(1),
         }
     }
 

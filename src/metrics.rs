@@ -40,6 +40,7 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub gateway_overhead: HistogramVec,
     pub internal_errors: IntCounterVec,
+    pub client_write_timeouts: IntCounter,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -83,6 +84,11 @@ impl Metrics {
             "Attempts sent to upstreams, by upstream and outcome.",
             &["upstream", "outcome"],
         );
+        let client_write_timeouts = IntCounter::new(
+            "context7_client_write_timeouts_total",
+            "Answers cut because the client accepted no byte for limits.client_write_timeout.",
+        )
+        .expect("valid metric");
         let internal_errors = counter(
             "context7_internal_errors_total",
             "Panics caught in background work, by task; the work carries on.",
@@ -224,6 +230,7 @@ impl Metrics {
             Box::new(cache_lookups.clone()),
             Box::new(gateway_overhead.clone()),
             Box::new(internal_errors.clone()),
+            Box::new(client_write_timeouts.clone()),
         ] {
             descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
@@ -256,6 +263,7 @@ impl Metrics {
             cache_lookups,
             gateway_overhead,
             internal_errors,
+            client_write_timeouts,
         }
     }
 

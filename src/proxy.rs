@@ -65,6 +65,9 @@ impl ProxyHttp for Gateway {
             (0, None) => session.response_written().map_or(0, |r| r.status.as_u16()),
             (s, _) => s,
         };
+        if error.is_some_and(|e| e.etype == WriteTimedout) {
+            self.state.load().metrics.client_write_timeouts.inc();
+        }
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.label();
         let state = self.state.load();

@@ -10,82 +10,17 @@ use context7_lb::client::{UpstreamClient, UpstreamRequest};
 use context7_lb::config::parse_base_url;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+
+use common::raw::{RawUpstream, read_request};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const MODEL: &str = "raw-model";
 
 /// What the raw upstream writes before each final answer.
 type Preamble = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
-
-/// A raw HTTP/1.1 upstream on 127.0.0.1: it reads each request (head and
-/// `Content-Length` body) and writes `preamble(path)` and then a plain,
-/// well-formed answer for the path, keeping the connection alive.
-struct RawUpstream {
-    address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RawUpstream {
-    async fn start(preamble: Preamble) -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(stream, preamble.clone()));
-            }
-        });
-        RawUpstream { address, task }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://{}/v1", self.address)
-    }
-}
-
-/// Reads one request: its request line and its body.
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            while buffer.len() < end + 4 + length {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buffer.extend_from_slice(&chunk[..n]);
-            }
-            let body = buffer[end + 4..end + 4 + length].to_vec();
-            buffer.drain(..end + 4 + length);
-            let line = head.lines().next().unwrap_or("").to_string();
-            return Some((line, body));
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-}
 
 fn answer(status: &str, content_type: &str, body: &str) -> Vec<u8> {
     format!(
@@ -124,6 +59,12 @@ fn final_answer(line: &str, body: &[u8]) -> Vec<u8> {
     answer("200 OK", "application/json", &completion.to_string())
 }
 
+/// A raw upstream that writes `preamble(path)` and then a plain, well-formed
+/// answer for each request, keeping the connection alive.
+async fn raw_upstream(preamble: Preamble) -> RawUpstream {
+    RawUpstream::start(move |stream| serve_connection(stream, preamble.clone())).await
+}
+
 async fn serve_connection(mut stream: TcpStream, preamble: Preamble) {
     let mut buffer = Vec::new();
     while let Some((line, body)) = read_request(&mut stream, &mut buffer).await {
@@ -142,7 +83,7 @@ const INTERIM: &str = "HTTP/1.1 100 Continue\r\n\r\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interim_answers_are_skipped_on_every_upstream_path() {
-    let raw = RawUpstream::start(Arc::new(|_path: &str| INTERIM.as_bytes().to_vec())).await;
+    let raw = raw_upstream(Arc::new(|_path: &str| INTERIM.as_bytes().to_vec())).await;
     let mut config = config();
     let mut upstream = context7_lb::config::UpstreamConfig {
         name: "raw".into(),
@@ -203,7 +144,7 @@ async fn wait_until_listed(gw: &context7_lb::app::RunningGateway, model: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_101_nobody_asked_for_is_an_error_and_probes_go_on() {
-    let raw = RawUpstream::start(Arc::new(|path: &str| {
+    let raw = raw_upstream(Arc::new(|path: &str| {
         if path == "/ping" {
             Vec::new()
         } else {

@@ -283,9 +283,27 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
     let sim = SimUpstream::start(SimConfig::new("a")).await.unwrap();
+    // Probes go to a server of their own, so that each side's connections are
+    // counted apart: requests one after another need one connection, probes
+    // (one at a time) another, and neither may open a new one on reload.
+    let probed = SimUpstream::start(SimConfig::new("probed")).await.unwrap();
     let dir = TempDir::new("keep-connections");
     let path = dir.join("gateway.yaml");
-    std::fs::write(&path, yaml(&[("a", &sim)], "")).unwrap();
+    let yaml = |extra: &str| {
+        yaml(&[("a", &sim)], extra)
+            .replace(
+                "timeout: 500ms\n",
+                "timeout: 10s\n  discover_models: false\n",
+            )
+            .replace(
+                &format!("api_key: \"{UPSTREAM_KEY}\"\n"),
+                &format!(
+                    "api_key: \"{UPSTREAM_KEY}\"\n    health_url: \"{}/ping\"\n",
+                    probed.origin()
+                ),
+            )
+    };
+    std::fs::write(&path, yaml("")).unwrap();
     let gw = spawn(&path);
     ready(&gw, 1).await;
     let base = gw.url();
@@ -298,15 +316,15 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
                           "messages": [{"role": "user", "content": "hi"}]}),
             )
     };
-    // Three requests at once leave three pooled connections: more than a
-    // request and a probe ever need at the same time below.
+    // Three requests at once leave three pooled connections: more than the
+    // one that requests one after another need below.
     let warm = [research_at(&gw.url()), chat(false), chat(true)].map(|r| async {
         let answer = r.send().await.unwrap();
         assert_eq!(answer.status(), 200);
         answer.text().await.unwrap()
     });
     futures::future::join_all(warm).await;
-    // One after another, with health probes (every 300 ms) in between.
+    // One after another, while the probes (every 300 ms) go on.
     let one_after_another = || async {
         for i in 0..12 {
             let answer = match i % 3 {
@@ -323,12 +341,12 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
         }
     };
     one_after_another().await;
-    let before = sim.accepted_connections();
-    let probes_before = sim.health_requests();
+    let before = (sim.accepted_connections(), probed.accepted_connections());
+    let probes_before = probed.health_requests();
 
     // The same upstream; a system prompt shows when the new state serves.
     let prompt = "research:\n  system_prompt: reloaded\n";
-    std::fs::write(&path, yaml(&[("a", &sim)], prompt)).unwrap();
+    std::fs::write(&path, yaml(prompt)).unwrap();
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -352,12 +370,12 @@ async fn sighup_with_unchanged_upstreams_opens_no_upstream_connection() {
     }
     one_after_another().await;
     assert!(
-        sim.health_requests() > probes_before,
+        probed.health_requests() > probes_before,
         "the probes went on meanwhile"
     );
     assert_eq!(
-        sim.accepted_connections(),
+        (sim.accepted_connections(), probed.accepted_connections()),
         before,
-        "the reload opened new upstream connections"
+        "the reload opened new upstream connections (requests, probes)"
     );
 }

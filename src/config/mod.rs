@@ -464,6 +464,10 @@ pub struct LimitsConfig {
     /// A client connection idle this long between two requests is closed.
     #[serde(with = "duration_text")]
     pub client_keepalive_timeout: Duration,
+    /// A client that accepts no byte of its answer for this long has the
+    /// answer cut, its upstream request cancelled and its connection closed.
+    #[serde(with = "duration_text")]
+    pub client_write_timeout: Duration,
 }
 
 /// Pingora refuses request heads over 1 MiB (its `MAX_HEADER_SIZE`) with 400
@@ -479,6 +483,7 @@ impl Default for LimitsConfig {
             client_header_timeout: Duration::from_secs(10),
             client_body_timeout: Duration::from_secs(30),
             client_keepalive_timeout: Duration::from_secs(60),
+            client_write_timeout: Duration::from_secs(30),
         }
     }
 }

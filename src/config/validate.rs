@@ -245,6 +245,10 @@ impl Config {
                 "limits.client_keepalive_timeout",
                 self.limits.client_keepalive_timeout,
             ),
+            (
+                "limits.client_write_timeout",
+                self.limits.client_write_timeout,
+            ),
         ] {
             if d.is_zero() {
                 problem(at, "must be longer than zero".into());

@@ -326,6 +326,9 @@ pub enum StreamEnd {
     /// The client went away; the upstream connection is closed so that it
     /// stops generating for nobody.
     ClientLeft,
+    /// The client accepted no byte for `limits.client_write_timeout`: cut as
+    /// if it had left.
+    ClientStalled,
     /// The upstream broke the stream midway.
     UpstreamFailed(String),
 }
@@ -357,6 +360,12 @@ impl OpenStream<'_> {
             StreamEnd::ClientLeft => {
                 drop(exchange);
                 metrics.streams_cancelled.inc();
+                "cancelled"
+            }
+            StreamEnd::ClientStalled => {
+                drop(exchange);
+                metrics.streams_cancelled.inc();
+                metrics.client_write_timeouts.inc();
                 "cancelled"
             }
             StreamEnd::UpstreamFailed(_) => {

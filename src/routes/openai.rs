@@ -499,16 +499,16 @@ impl OpenAiService {
         .await;
         let mut watcher = SseWatcher::new();
         watcher.feed(&stream.first);
-        let ending = if written.is_err() {
-            StreamEnd::ClientLeft
+        let ending = if let Err(e) = written {
+            client_gone(&e)
         } else {
             loop {
                 tokio::select! {
                     chunk = stream.next_chunk() => match chunk {
                         Ok(Some(chunk)) => {
                             watcher.feed(&chunk);
-                            if session.write_response_body(Some(chunk), false).await.is_err() {
-                                break StreamEnd::ClientLeft;
+                            if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                                break client_gone(&e);
                             }
                         }
                         Ok(None) if watcher.done() => break StreamEnd::Complete,
@@ -531,7 +531,10 @@ impl OpenAiService {
             StreamEnd::Complete => {
                 let _ = session.write_response_body(None, true).await;
             }
-            StreamEnd::ClientLeft => {}
+            StreamEnd::ClientLeft | StreamEnd::ClientStalled => {
+                // The answer is cut: its connection cannot carry another.
+                session.set_keepalive(None);
+            }
             StreamEnd::UpstreamFailed(why) => {
                 let mut error = OpenAiError::new(
                     502,
@@ -644,6 +647,15 @@ impl OpenAiService {
         let mut error = OpenAiError::new(status, kind, message);
         error.upstream = Some(name.clone());
         error
+    }
+}
+
+/// How a failed write to the client ended its stream.
+fn client_gone(e: &pingora::Error) -> StreamEnd {
+    if e.etype == pingora::ErrorType::WriteTimedout {
+        StreamEnd::ClientStalled
+    } else {
+        StreamEnd::ClientLeft
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`process`]: the gateway binary as a child process, temporary directories, readiness polls;
 //! - [`http`]: requests to a gateway and their answers, JSON bodies;
 //! - [`sse`]: streamed answers and their events;
+//! - [`raw`]: upstreams over raw sockets, served byte by byte;
 //! - [`mcp`]: an MCP client over HTTP: sessions, requests, tool calls;
 //! - [`load`]: concurrent research traffic and who answered it;
 //! - [`leaks`]: descriptor counts and the leak check.
@@ -20,6 +21,7 @@ pub mod load;
 pub mod mcp;
 pub mod ports;
 pub mod process;
+pub mod raw;
 pub mod sse;
 
 pub use gateway::*;
