@@ -289,6 +289,119 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// Extreme numbers in a configuration
+
+/// A duration as written in YAML: zero, ordinary, the longest allowed, just
+/// past it, and far past anything a clock can add.
+fn extreme_duration() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "0s",
+        "1ms",
+        "5s",
+        "7days",
+        "8days",
+        "500years",
+        "18446744073709551615s",
+    ])
+}
+
+/// A number as written in YAML, from the tiny to the absurd.
+fn extreme_number() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "0", "1e-30", "0.001", "0.5", "1", "1000", "1e6", "1e300", ".inf", ".nan", "-1",
+    ])
+}
+
+/// What a validated configuration does first: build the pool, choose an
+/// upstream, record a failure (its penalty and cooldown added to now), check a
+/// rate limit, and make one real request (to a closed port) with its deadlines.
+fn run_once(config: &Config) {
+    use context7_lb::pool::call::{Ask, Caller, ModelNamedBy, Prepared};
+    let metrics = std::sync::Arc::new(context7_lb::metrics::Metrics::new());
+    let pool = std::sync::Arc::new(
+        context7_lb::pool::Pool::from_config(config, metrics.clone()).expect("a valid pool"),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if let Ok(upstream) = pool.select(&[]) {
+            pool.begin(&upstream)
+                .finish(context7_lb::pool::Outcome::Failure("fuzz".into()));
+            pool.begin(&upstream)
+                .finish(context7_lb::pool::Outcome::RateLimited(Some(
+                    std::time::Duration::from_secs(u64::MAX / 4),
+                )));
+            let _ = pool.cost(&upstream, tokio::time::Instant::now());
+        }
+        let limit = context7_lb::auth::RateLimit::from_config(&config.rate_limit);
+        let _ = limit.check(&context7_lb::auth::ClientId::Unknown);
+        let client = std::sync::Arc::new(context7_lb::client::UpstreamClient::new());
+        let caller = Caller::new(config, pool.clone(), client, metrics);
+        let prepare = |_: &context7_lb::pool::Upstream| Prepared {
+            body: bytes::Bytes::from_static(b"{}"),
+            token_model: "m".into(),
+        };
+        let ask = Ask {
+            endpoint: "/chat/completions",
+            model_named_by: ModelNamedBy::Gateway,
+            eligible: &|_| true,
+            prepare: &prepare,
+        };
+        let parse = |_: &[u8]| Ok(((), None));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), caller.call(&ask, &parse))
+            .await;
+    });
+}
+
+proptest! {
+    #![proptest_config(Cases { cases: 96, ..Cases::default() })]
+
+    /// Durations and rates at every extreme: refused with the field named, or
+    /// accepted and then run without a panic.
+    #[test]
+    fn extreme_numbers_are_refused_or_run(
+        durations in prop::collection::vec(prop::option::weighted(0.2, extreme_duration()), 8),
+        numbers in prop::collection::vec(prop::option::weighted(0.2, extreme_number()), 6),
+        burst in prop::option::weighted(0.2, prop::sample::select(vec![0u64, 1, 1_000_000, 4_000_000_000])),
+    ) {
+        // Each setting is left at its default or set to an extreme.
+        let set = |key: &str, value: Option<String>| {
+            value.map_or(String::new(), |v| format!("  {key}: {v}\n"))
+        };
+        let d = |i: usize| durations[i].map(str::to_string);
+        let n = |i: usize| numbers[i].map(str::to_string);
+        let yaml = format!(
+            "timeouts:\n  connect: 1s\n{}{}pool:\n  decay: 10s\n{}{}{}\
+             ejection:\n  base_cooldown: 1s\n{}{}rate_limit:\n{}{}retries:\n  max_attempts: 2\n{}{}\
+             upstreams:\n  - name: a\n    base_url: \"http://127.0.0.1:9/v1\"\n{}  \
+             - name: b\n    base_url: \"http://127.0.0.1:9/v2\"\n",
+            set("total", d(0)),
+            set("first_byte", d(1)),
+            set("failure_penalty", d(2)),
+            set("initial_latency", d(3)),
+            set("in_flight_weight", n(0)),
+            set("max_cooldown", d(4)),
+            set("max_retry_after", d(5)),
+            set("requests_per_second", n(1).or(Some("10".into()))),
+            set("burst", burst.map(|b| b.to_string())),
+            set("budget_ratio", n(2)),
+            set("budget_min_per_second", n(3)),
+            set("  weight", n(4)),
+        );
+        let _ = (d(6), d(7), n(5));
+        match Config::from_yaml(&yaml, &HashMap::new()) {
+            Err(problems) => well_formed(&problems)?,
+            Ok(config) => match config.validate() {
+                Err(problems) => well_formed(&problems)?,
+                Ok(()) => run_once(&config),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // SSE watcher
 
 /// What a watcher concluded from a stream.

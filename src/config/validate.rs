@@ -274,13 +274,123 @@ impl Config {
         if self.mcp.max_sessions == 0 {
             problem("mcp.max_sessions", "must be at least 1".into());
         }
+        self.check_ranges(&mut problem);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
     }
+
+    /// Values the types accept but the gateway cannot run with: durations so
+    /// long that a deadline or a cooldown added to now overflows the clock,
+    /// rates so small that a token's period overflows, weights and factors
+    /// that are not ordinary numbers. Each is refused here, with its field,
+    /// rather than panicking on the request path or in a reload.
+    fn check_ranges(&self, problem: &mut impl FnMut(&str, String)) {
+        let optional = [
+            ("timeouts.first_byte", self.timeouts.first_byte),
+            ("cache.ttl", self.cache.enabled.then_some(self.cache.ttl)),
+        ];
+        let durations = [
+            ("health_check.interval", self.health_check.interval),
+            ("health_check.timeout", self.health_check.timeout),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.total", self.timeouts.total),
+            ("pool.decay", self.pool.decay),
+            ("pool.initial_latency", self.pool.initial_latency),
+            ("pool.failure_penalty", self.pool.failure_penalty),
+            ("ejection.base_cooldown", self.ejection.base_cooldown),
+            ("ejection.max_cooldown", self.ejection.max_cooldown),
+            ("ejection.max_retry_after", self.ejection.max_retry_after),
+            (
+                "limits.client_header_timeout",
+                self.limits.client_header_timeout,
+            ),
+            (
+                "limits.client_body_timeout",
+                self.limits.client_body_timeout,
+            ),
+            (
+                "limits.client_keepalive_timeout",
+                self.limits.client_keepalive_timeout,
+            ),
+            (
+                "limits.client_write_timeout",
+                self.limits.client_write_timeout,
+            ),
+            ("mcp.session_idle_timeout", self.mcp.session_idle_timeout),
+            ("shutdown.grace_period", self.shutdown.grace_period),
+        ];
+        for (at, d) in durations
+            .into_iter()
+            .chain(optional.into_iter().filter_map(|(at, d)| Some((at, d?))))
+        {
+            if d > MAX_DURATION {
+                problem(
+                    at,
+                    format!(
+                        "{} is longer than the longest the gateway allows, {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+            }
+        }
+        let rate = self.rate_limit.requests_per_second;
+        if rate > 0.0 && !(MIN_RATE..=MAX_RATE).contains(&rate) {
+            problem(
+                "rate_limit.requests_per_second",
+                format!("{rate} is outside {MIN_RATE} to {MAX_RATE} (0 turns the limit off)"),
+            );
+        }
+        if self.rate_limit.burst > MAX_BURST {
+            problem(
+                "rate_limit.burst",
+                format!("{} is more than {MAX_BURST}", self.rate_limit.burst),
+            );
+        }
+        for (at, value, max) in [
+            ("pool.in_flight_weight", self.pool.in_flight_weight, 1000.0),
+            ("retries.budget_ratio", self.retries.budget_ratio, 1000.0),
+            (
+                "retries.budget_min_per_second",
+                self.retries.budget_min_per_second,
+                MAX_RATE,
+            ),
+        ] {
+            if value.is_finite() && value > max {
+                problem(at, format!("{value} is more than {max}"));
+            }
+        }
+        for (i, up) in self.upstreams.iter().enumerate() {
+            if up.weight.is_finite() && !(MIN_WEIGHT..=MAX_WEIGHT).contains(&up.weight) {
+                problem(
+                    &format!("upstreams[{i}].weight"),
+                    format!("{} is outside {MIN_WEIGHT} to {MAX_WEIGHT}", up.weight),
+                );
+            }
+        }
+        if self.retries.max_attempts > MAX_ATTEMPTS {
+            problem(
+                "retries.max_attempts",
+                format!("{} is more than {MAX_ATTEMPTS}", self.retries.max_attempts),
+            );
+        }
+    }
 }
+
+/// The longest duration any setting may hold: far beyond any sensible value,
+/// and far from where `Instant + Duration` overflows.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Requests per second a rate limit may allow, when it is on: a token's
+/// period (1 / rate) must be a duration the limiter can hold.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
+const MAX_BURST: u32 = 1_000_000;
+const MIN_WEIGHT: f64 = 0.000_001;
+const MAX_WEIGHT: f64 = 1_000_000.0;
+const MAX_ATTEMPTS: u32 = 100;
 
 /// What is wrong with a RunPod endpoint `id` given in `field` of `up`: its
 /// form, and a missing API key (both kinds of RunPod endpoint need one).
