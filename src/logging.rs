@@ -1,14 +1,15 @@
 //! Process logging: `RUST_LOG` as usual (default `info`) on stderr, access
-//! lines on stdout, and Pingora's trace output never written, because it dumps
-//! raw request headers, the upstreams' `Authorization` among them.
+//! lines on stdout, and Pingora's debug and trace output never written,
+//! because it dumps raw request heads and streams (a malformed head at debug,
+//! every header at trace), clients' and upstreams' `Authorization` among them.
 
 use log::{Level, Log, Metadata, Record};
 
 struct KeySafeLogger(env_logger::Logger);
 
-/// Pingora targets whose trace lines may hold request headers.
+/// Pingora's lines below `info`, which may hold request heads.
 fn may_hold_headers(metadata: &Metadata<'_>) -> bool {
-    metadata.level() == Level::Trace && metadata.target().starts_with("pingora")
+    metadata.level() > Level::Info && metadata.target().starts_with("pingora")
 }
 
 impl Log for KeySafeLogger {
@@ -43,5 +44,25 @@ pub fn init() {
     let max = logger.filter();
     if log::set_boxed_logger(Box::new(KeySafeLogger(logger))).is_ok() {
         log::set_max_level(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pingora_below_info_is_never_written_and_ours_is() {
+        let line = |target: &'static str, level: Level| {
+            may_hold_headers(&Metadata::builder().target(target).level(level).build())
+        };
+        for level in [Level::Debug, Level::Trace] {
+            assert!(line("pingora_core::protocols::http::v1::server", level));
+            assert!(line("pingora_proxy", level));
+            assert!(!line("context7_lb::pool", level));
+        }
+        for level in [Level::Error, Level::Warn, Level::Info] {
+            assert!(!line("pingora_core::server", level));
+        }
     }
 }

@@ -320,3 +320,37 @@ fn the_mcp_section_has_defaults_and_checked_values() {
     assert_eq!(p[2], "mcp.max_sessions: must be at least 1");
     assert!(problems("mcp:\n  origins: []\n", &[])[0].contains("unknown field `origins`"));
 }
+
+#[test]
+fn a_password_in_a_url_is_never_echoed() {
+    for field in ["base_url", "health_url"] {
+        let yaml = format!(
+            "upstreams:\n  - name: a\n    base_url: \"http://127.0.0.1:8000/v1\"\n    {field}: \"ftp://admin:s3cret-pass@vllm.internal:8000/v1?x=1\"\n"
+        )
+        .replace(
+            "    base_url: \"http://127.0.0.1:8000/v1\"\n    base_url:",
+            "    base_url:",
+        );
+        let p = problems(&yaml, &[]);
+        assert!(!p.is_empty());
+        for problem in &p {
+            assert!(!problem.contains("s3cret"), "{problem}");
+            assert!(!problem.contains("admin"), "{problem}");
+        }
+        assert!(
+            p.iter()
+                .any(|m| m.contains("\"ftp://***@vllm.internal:8000/v1?x=1\"")),
+            "{p:?}"
+        );
+    }
+    let p = problems(
+        "upstreams:\n  - name: a\n    base_url: \"http://admin:s3cret-pass@vllm.internal/v1\"\n",
+        &[],
+    );
+    assert_eq!(
+        p,
+        [
+            "upstreams[0].base_url: \"http://***@vllm.internal/v1\" must not carry credentials; use api_key instead"
+        ]
+    );
+}

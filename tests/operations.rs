@@ -498,3 +498,41 @@ async fn an_emptied_keys_file_keeps_the_running_keys() {
     );
     stop(gw).await;
 }
+
+/// An upstream's key goes only to its own origin: a `health_url` elsewhere is
+/// probed without it, unless `send_key_to_health_url` says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_url_elsewhere_gets_no_key_unless_asked() {
+    let sims = sims(vec![
+        SimConfig::new("api"),
+        SimConfig::new("probe-without"),
+        SimConfig::new("probe-with"),
+    ])
+    .await;
+    let mut config = config();
+    for (name, probe, opt_in) in [("plain", &sims[1], false), ("opted", &sims[2], true)] {
+        let mut up = upstream(name, &sims[0], "upstream-secret-key");
+        up.health_url = Some(format!("{}/ping", probe.origin()));
+        up.send_key_to_health_url = opt_in;
+        config.upstreams.push(up);
+    }
+    let gw = start(config).await;
+    let probes = |sim: &context7_lb::sim::SimUpstream| {
+        sim.requests()
+            .into_iter()
+            .filter(|r| r.path == "/ping")
+            .map(|r| r.authorization)
+            .collect::<Vec<_>>()
+    };
+    let without = probes(&sims[1]);
+    assert!(!without.is_empty());
+    assert!(without.iter().all(Option::is_none), "{without:?}");
+    let with = probes(&sims[2]);
+    assert!(!with.is_empty());
+    assert!(
+        with.iter()
+            .all(|a| a.as_deref() == Some("Bearer upstream-secret-key")),
+        "{with:?}"
+    );
+    stop(gw).await;
+}

@@ -264,6 +264,11 @@ pub struct UpstreamConfig {
     /// Full URL probed instead of the kind's usual health check (200 up, 204 initializing).
     #[serde(default)]
     pub health_url: Option<String>,
+    /// Whether the probe of a `health_url` on another origin (scheme, host,
+    /// port) than the API carries the upstream's key. Off by default: a key
+    /// goes only to its own origin unless the operator says otherwise.
+    #[serde(default)]
+    pub send_key_to_health_url: bool,
 }
 
 fn default_weight() -> f64 {
@@ -283,6 +288,7 @@ impl Default for UpstreamConfig {
             weight: default_weight(),
             max_concurrent: 0,
             health_url: None,
+            send_key_to_health_url: false,
         }
     }
 }
@@ -618,7 +624,12 @@ impl BaseUrl {
 
 /// Parses `http(s)://host[:port][/path]`; user info, queries and fragments are refused.
 pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
-    let uri: http::Uri = url
+    // Every message quotes the URL without its userinfo: a password written
+    // into a URL must not reach a terminal or a log.
+    let shown = without_userinfo(url);
+    let url_text = url;
+    let url = &shown;
+    let uri: http::Uri = url_text
         .parse()
         .map_err(|e| format!("{url:?} is not a URL ({e})"))?;
     let tls = match uri.scheme_str() {
@@ -634,7 +645,7 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
             "{url:?} must not carry credentials; use api_key instead"
         ));
     }
-    if uri.query().is_some() || url.contains('#') {
+    if uri.query().is_some() || url_text.contains('#') {
         return Err(format!("{url:?} must not have a query or fragment"));
     }
     let host = authority
@@ -652,6 +663,24 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
         port,
         path: uri.path().trim_end_matches('/').to_string(),
     })
+}
+
+/// `url` with any `user:password@` replaced by `***@`, for messages.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
 }
 
 /// `duration_text` for an optional field.

@@ -180,9 +180,11 @@ impl AttemptError {
             }),
             Blame::Upstream => Outcome::Failure(match self {
                 AttemptError::Status { status, body, .. } => {
-                    let message = upstream_error_message(body);
-                    let message = message.as_deref().unwrap_or("(empty body)");
-                    format!("HTTP {status}: {}", scrub_key(message, key))
+                    let message = upstream_error_message(body, key);
+                    format!(
+                        "HTTP {status}: {}",
+                        message.as_deref().unwrap_or("(empty body)")
+                    )
                 }
                 other => other.to_string(),
             }),
@@ -243,9 +245,11 @@ pub const MAX_ERROR_TEXT: usize = 500;
 
 /// The message of an upstream error in any of the formats seen in the field:
 /// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
-/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text; cut
-/// to [`MAX_ERROR_TEXT`] characters. `None` when the body says nothing.
-pub fn upstream_error_message(body: &[u8]) -> Option<String> {
+/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text;
+/// scrubbed of `key`, then cut to [`MAX_ERROR_TEXT`] characters (in that
+/// order: a key straddling the cut must not leave its first characters).
+/// `None` when the body says nothing.
+pub fn upstream_error_message(body: &[u8], key: Option<&str>) -> Option<String> {
     use serde_json::Value;
     let text = match serde_json::from_slice::<Value>(body) {
         Ok(v) => v
@@ -261,10 +265,15 @@ pub fn upstream_error_message(body: &[u8]) -> Option<String> {
         Err(_) => Some(String::from_utf8_lossy(body).trim().to_string()),
     }
     .filter(|t| !t.is_empty())?;
-    Some(match text.char_indices().nth(MAX_ERROR_TEXT) {
+    Some(shorten(scrub_key(&text, key)))
+}
+
+/// `text` cut to [`MAX_ERROR_TEXT`] characters, marked with `…` when cut.
+pub fn shorten(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
-    })
+    }
 }
 
 /// Why a call produced no answer.

@@ -196,8 +196,9 @@ impl HealthChecker {
             url: &target.url,
             path: &target.url.path,
             // The upstream's own key goes with its probe: RunPod's `/health` and
-            // load-balancing endpoints need it, and vLLM's `/ping` ignores it.
-            authorization: up.authorization(),
+            // load-balancing endpoints need it, and vLLM's `/ping` ignores it;
+            // but only to the API's own origin unless the config opts in.
+            authorization: up.probe_authorization(),
             body: None,
             max_body: MAX_PROBE_BODY,
             read_timeout: Some(config.timeout),

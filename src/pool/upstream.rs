@@ -154,6 +154,9 @@ pub struct Upstream {
     configured_models: Vec<String>,
     /// `Bearer …` header value; private so it is never formatted by accident.
     authorization: Option<String>,
+    /// Whether probes carry the key: the health target is on the API's
+    /// origin, or the configuration opted in for one elsewhere.
+    probe_gets_key: bool,
     /// Requests allowed in flight at once (0: no limit).
     pub max_concurrent: u64,
     /// What the gateway learnt about this endpoint: kept across a reload that
@@ -284,6 +287,8 @@ impl Upstream {
             Ok(ip) => vec![SocketAddr::new(ip, url.port)],
             Err(_) => Vec::new(),
         };
+        let probe_gets_key =
+            health_target.url.origin() == base.origin() || up.send_key_to_health_url;
         let addresses = literal(&base);
         let health_addresses = literal(&health_target.url);
         Ok(Upstream {
@@ -312,6 +317,7 @@ impl Upstream {
                 .filter(|k| !k.is_empty())
                 .map(|k| format!("Bearer {k}")),
             max_concurrent: up.max_concurrent,
+            probe_gets_key,
             shared: Arc::new(UpstreamState {
                 discovered_models: RwLock::new(Vec::new()),
                 addresses: RwLock::new(addresses),
@@ -336,6 +342,14 @@ impl Upstream {
     /// The `Authorization` header value for this upstream, if it has a key.
     pub fn authorization(&self) -> Option<&str> {
         self.authorization.as_deref()
+    }
+
+    /// The `Authorization` value for a health probe: the key goes to the API's
+    /// own origin only, unless `send_key_to_health_url` says otherwise.
+    pub fn probe_authorization(&self) -> Option<&str> {
+        self.probe_gets_key
+            .then_some(())
+            .and(self.authorization.as_deref())
     }
 
     /// The key itself, so that error texts can be scrubbed of it.

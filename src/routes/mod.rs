@@ -282,7 +282,7 @@ pub fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json") || (starts("application/") && ends("+json"))
 }
 
-pub(crate) use crate::pool::call::{MAX_ERROR_TEXT, scrub_key, upstream_error_message};
+pub(crate) use crate::pool::call::{scrub_key, shorten, upstream_error_message};
 
 /// The current time as ISO 8601 with microseconds and an explicit UTC offset,
 /// the form Python's `datetime.now(timezone.utc).isoformat()` writes and

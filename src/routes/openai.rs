@@ -89,14 +89,15 @@ impl OpenAiError {
             _ if v.get("object").and_then(Value::as_str) == Some("error") => v.as_object().cloned(),
             _ => None,
         });
+        // Every field passed on is scrubbed of the upstream's key, then cut.
+        let key = upstream.api_key();
         let text = |v: Option<&Value>| match v {
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(super::shorten(super::scrub_key(s, key))),
             Some(Value::Null) | None => None,
-            Some(other) => Some(other.to_string()),
+            Some(other) => Some(super::shorten(super::scrub_key(&other.to_string(), key))),
         };
-        let message = super::upstream_error_message(body)
+        let message = super::upstream_error_message(body, key)
             .unwrap_or_else(|| format!("upstream {} answered HTTP {status}", upstream.name));
-        let message = super::scrub_key(&message, upstream.api_key());
         let default_kind = match status {
             400 | 404 | 413 | 422 => "invalid_request_error",
             401 | 403 => "authentication_error",
@@ -111,10 +112,13 @@ impl OpenAiError {
                 .and_then(|f| text(f.get("type")))
                 .unwrap_or_else(|| default_kind.to_string()),
             param: fields.as_ref().and_then(|f| text(f.get("param"))),
-            code: fields
-                .as_ref()
-                .and_then(|f| f.get("code").cloned())
-                .unwrap_or(Value::Null),
+            // A number stays a number (vLLM's `"code": 404`); anything else
+            // is text, scrubbed.
+            code: match fields.as_ref().and_then(|f| f.get("code")) {
+                Some(Value::Number(n)) => Value::Number(n.clone()),
+                Some(Value::Null) | None => Value::Null,
+                other => text(other).map_or(Value::Null, Value::String),
+            },
             retry_after: retry_after.map(str::to_string),
             upstream: Some(upstream.name.clone()),
         }

@@ -283,7 +283,7 @@ impl ResearchService {
                 body,
                 retry_after,
             } => {
-                let message = super::scrub_key(&upstream_error_text(&body), upstream.api_key());
+                let message = upstream_error_text(&body, upstream.api_key());
                 if status == 429 {
                     ResearchFailure {
                         retry_after,
@@ -400,16 +400,12 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, InvalidAnswe
 /// The message of an upstream error in any of the formats seen in the field:
 /// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
 /// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text.
-pub fn upstream_error_text(body: &[u8]) -> String {
-    super::upstream_error_message(body)
+pub fn upstream_error_text(body: &[u8], key: Option<&str>) -> String {
+    super::upstream_error_message(body, key)
         .or_else(|| {
             // JSON in none of the known shapes: shown whole (within the limit).
             let v = serde_json::from_slice::<Value>(body).ok()?;
-            let text = v.to_string();
-            Some(match text.char_indices().nth(super::MAX_ERROR_TEXT) {
-                Some((cut, _)) => format!("{}…", &text[..cut]),
-                None => text,
-            })
+            Some(super::shorten(super::scrub_key(&v.to_string(), key)))
         })
         .unwrap_or_else(|| "(empty body)".to_string())
 }
@@ -421,23 +417,41 @@ mod tests {
     #[test]
     fn upstream_errors_in_every_format() {
         assert_eq!(
-            upstream_error_text(br#"{"error":{"message":"bad model"}}"#),
+            upstream_error_text(br#"{"error":{"message":"bad model"}}"#, None),
             "bad model"
         );
         assert_eq!(
-            upstream_error_text(br#"{"object":"error","message":"too long","type":"x"}"#),
+            upstream_error_text(
+                br#"{"object":"error","message":"too long","type":"x"}"#,
+                None
+            ),
             "too long"
         );
         assert_eq!(
-            upstream_error_text(br#"{"error":"no workers available"}"#),
+            upstream_error_text(br#"{"error":"no workers available"}"#, None),
             "no workers available"
         );
-        assert_eq!(upstream_error_text(b"Bad Gateway\n"), "Bad Gateway");
-        assert_eq!(upstream_error_text(b""), "(empty body)");
+        assert_eq!(upstream_error_text(b"Bad Gateway\n", None), "Bad Gateway");
+        assert_eq!(upstream_error_text(b"", None), "(empty body)");
         assert_eq!(
             crate::routes::scrub_key("key sk-abcdef leaked", Some("sk-abcdef")),
             "key [redacted] leaked"
         );
+    }
+
+    #[test]
+    fn a_key_straddling_the_cut_is_scrubbed_first() {
+        let key = "sk-0123456789abcdef";
+        // The key starts 5 characters before the cut at 500.
+        let text = format!("{}{key} and more", "x".repeat(495));
+        let body = serde_json::to_vec(&serde_json::json!({"error": {"message": text}})).unwrap();
+        let shown = upstream_error_text(&body, Some(key));
+        assert!(!shown.contains("sk-01"), "{shown}");
+        assert_eq!(shown, format!("{}[reda…", "x".repeat(495)));
+        // JSON in no known shape is shown whole, scrubbed first too.
+        let odd = format!(r#"{{"oops":"{}{key}"}}"#, "y".repeat(490));
+        let shown = upstream_error_text(odd.as_bytes(), Some(key));
+        assert!(!shown.contains("sk-0"), "{shown}");
     }
 
     #[test]
