@@ -3,7 +3,6 @@
 //! housekeeping), and shutdown. The state it serves is built in `state`.
 
 use crate::config::{Config, ConfigError};
-use crate::guard::ClientLimits;
 use crate::metrics::Metrics;
 use crate::pool::health::HealthChecker;
 use crate::ports::PortReservation;
@@ -53,11 +52,12 @@ pub fn build(config: &Config, opt: Option<Opt>, reuse_port: bool) -> Result<Buil
 
     let listen = config.listen_addr();
     // Pingora's HTTP proxy behind the client guard (see `guard`).
+    let current = state.clone();
     let mut proxy = crate::guard::proxy_service(
         &server.configuration,
         Gateway::new(state.clone(), in_flight.clone()),
         "context7-lb",
-        ClientLimits::from_config(&config.limits),
+        Arc::new(move || current.load().limits.clone()),
         metrics.clone(),
     );
     add_tcp(&mut proxy, &listen.to_string(), reuse_port);
@@ -123,6 +123,16 @@ impl Reloader {
                 "threads",
                 &current.config.threads.to_string(),
                 &config.threads.to_string(),
+            ),
+            (
+                "shutdown.grace_period",
+                &format!("{:?}", current.config.shutdown.grace_period),
+                &format!("{:?}", config.shutdown.grace_period),
+            ),
+            (
+                "shutdown.upgrade_sock",
+                &current.config.shutdown.upgrade_sock,
+                &config.shutdown.upgrade_sock,
             ),
         ] {
             if old != new {

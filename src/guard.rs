@@ -82,13 +82,17 @@ impl ClientLimits {
     }
 }
 
+/// The limits in force now: read for each new connection, so that a reload's
+/// limits apply to the connections accepted after it.
+pub type CurrentLimits = Arc<dyn Fn() -> ClientLimits + Send + Sync>;
+
 /// The proxy service for `gateway`, named `name`: Pingora's HTTP proxy
 /// behind a [`Guarded`] layer that wraps each connection.
 pub fn proxy_service<SV>(
     conf: &Arc<ServerConf>,
     gateway: SV,
     name: &str,
-    limits: ClientLimits,
+    limits: CurrentLimits,
     metrics: Arc<Metrics>,
 ) -> Service<Guarded<HttpProxy<SV>>>
 where
@@ -104,12 +108,12 @@ where
 /// wrapped in a [`GuardedStream`], to the application inside (the proxy).
 pub struct Guarded<A> {
     inner: Arc<A>,
-    limits: ClientLimits,
+    limits: CurrentLimits,
     metrics: Arc<Metrics>,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(inner: A, limits: ClientLimits, metrics: Arc<Metrics>) -> Guarded<A> {
+    pub fn new(inner: A, limits: CurrentLimits, metrics: Arc<Metrics>) -> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             limits,
@@ -125,7 +129,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let guarded = GuardedStream::new(stream, self.limits.clone(), self.metrics.clone());
+        let guarded = GuardedStream::new(stream, (self.limits)(), self.metrics.clone());
         self.inner.process_new(Box::new(guarded), shutdown).await
     }
 

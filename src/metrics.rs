@@ -41,6 +41,9 @@ pub struct Metrics {
     pub gateway_overhead: HistogramVec,
     pub internal_errors: IntCounterVec,
     pub client_write_timeouts: IntCounter,
+    /// Upstreams whose gauges the last scrape exported, so that the next one
+    /// removes those a reload took away (and scrapes do not interleave).
+    pub exported_upstreams: std::sync::Mutex<Vec<String>>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -264,6 +267,7 @@ impl Metrics {
             gateway_overhead,
             internal_errors,
             client_write_timeouts,
+            exported_upstreams: std::sync::Mutex::new(Vec::new()),
         }
     }
 

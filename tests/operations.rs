@@ -536,3 +536,51 @@ async fn a_health_url_elsewhere_gets_no_key_unless_asked() {
     );
     stop(gw).await;
 }
+
+/// A reload applies what it accepts: an upstream it removes leaves no gauge
+/// behind (a stale `routable 1` would hide the "no routable upstream" alert),
+/// and new client limits hold for the connections accepted after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_removes_gauges_and_applies_client_limits() {
+    let sims = sims(vec![SimConfig::new("a"), SimConfig::new("b")]).await;
+    let dir = TempDir::new("reload-applies");
+    let file = dir.join("gateway.yaml");
+    let both = yaml_for(&[
+        ("a", sims[0].base_url(), 1.0),
+        ("b", sims[1].base_url(), 1.0),
+    ]);
+    write_config(&file, &both);
+    let gw = start(Config::load_file(&file).unwrap()).await;
+    let routable_b = r#"context7_upstream_routable{upstream="b"}"#;
+    assert!(get_text(&gw, "/metrics").await.contains(routable_b));
+
+    let only_a = format!(
+        "{}limits:\n  max_header_bytes: 2048\n",
+        yaml_for(&[("a", sims[0].base_url(), 1.0)])
+    );
+    write_config(&file, &only_a);
+    gw.reloader(file.clone()).reload().expect("valid reload");
+    let text = get_text(&gw, "/metrics").await;
+    for gauge in [
+        "context7_upstream_routable",
+        "context7_upstream_healthy",
+        "context7_upstream_in_flight",
+        "context7_upstream_latency_estimate_seconds",
+    ] {
+        assert!(
+            !text.contains(&format!("{gauge}{{upstream=\"b\"}}")),
+            "{gauge} of the removed upstream is still exported"
+        );
+        assert!(
+            text.contains(&format!("{gauge}{{upstream=\"a\"}}")),
+            "{gauge}"
+        );
+    }
+    // The new head limit holds on a new connection: a 3000-byte head is 431.
+    let long = "x".repeat(3000);
+    let (status, _, body) = send(&gw, "GET", "/ping", &[("x-padding", long.as_str())], None)
+        .await
+        .parts();
+    assert_eq!(status, 431, "{body}");
+    stop(gw).await;
+}

@@ -537,6 +537,33 @@ impl Pool {
     pub fn export_gauges(&self) {
         let now = Instant::now();
         let m = &self.metrics;
+        let mut exported = m
+            .exported_upstreams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // An upstream a reload removed leaves no gauge behind: a stale
+        // `routable 1` would hide the "no routable upstream" alert.
+        for gone in exported
+            .iter()
+            .filter(|name| !self.upstreams.iter().any(|u| &u.name == *name))
+        {
+            let name = gone.as_str();
+            for gauge in [
+                &m.upstream_healthy,
+                &m.upstream_routable,
+                &m.upstream_in_flight,
+            ] {
+                let _ = gauge.remove_label_values(&[name]);
+            }
+            let _ = m.upstream_latency_estimate.remove_label_values(&[name]);
+            for state in ["in_queue", "in_progress"] {
+                let _ = m.upstream_queue_jobs.remove_label_values(&[name, state]);
+            }
+            for state in ["idle", "running"] {
+                let _ = m.upstream_workers.remove_label_values(&[name, state]);
+            }
+        }
+        *exported = self.upstreams.iter().map(|u| u.name.clone()).collect();
         for u in &self.upstreams {
             let name = u.name.as_str();
             m.upstream_healthy
