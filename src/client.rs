@@ -20,9 +20,6 @@ use tokio::io::AsyncWriteExt;
 
 /// How long an idle upstream connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A pooled connection that the upstream closed meanwhile fails on first use;
-/// that many fresh tries are made before giving up on the upstream.
-const STALE_CONNECTION_TRIES: usize = 3;
 
 /// One HTTP request to an upstream.
 pub struct UpstreamRequest<'a> {
@@ -41,6 +38,8 @@ pub struct UpstreamRequest<'a> {
     pub accept: &'static str,
     /// Limit on making a connection (TCP and TLS) and on writing the request.
     pub connect_timeout: Duration,
+    /// A new connection, not one from the pool (a resend after a stale one).
+    pub fresh: bool,
 }
 
 /// A whole answer from an upstream.
@@ -63,6 +62,9 @@ pub enum CallError {
     /// The connection broke after the request was sent, before any answer:
     /// the upstream may or may not have seen it, and nothing reached the client.
     NoAnswer(String),
+    /// A pooled connection the upstream had closed: it failed on first use
+    /// with nothing of an answer back, so a resend on a new one is safe.
+    Stale(String),
     /// The connection broke while the answer was being read.
     Io(String),
     /// The answer's body was larger than allowed.
@@ -77,7 +79,7 @@ impl CallError {
 
     /// Whether it failed before any byte of an answer arrived.
     pub fn before_answer(&self) -> bool {
-        self.nothing_sent() || matches!(self, CallError::NoAnswer(_))
+        self.nothing_sent() || matches!(self, CallError::NoAnswer(_) | CallError::Stale(_))
     }
 }
 
@@ -86,6 +88,9 @@ impl fmt::Display for CallError {
         match self {
             CallError::Connect(why) => write!(f, "connection failed: {why}"),
             CallError::NoAnswer(why) => write!(f, "connection broken before an answer: {why}"),
+            CallError::Stale(why) => {
+                write!(f, "kept-alive connection closed by the upstream: {why}")
+            }
             CallError::Io(why) => write!(f, "connection broken: {why}"),
             CallError::TooLarge(limit) => write!(f, "answer larger than {limit} bytes"),
         }
@@ -110,7 +115,10 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` to `address` and reads the whole answer.
+    /// Sends `req` to `address` and reads the whole answer; a pooled
+    /// connection found closed is replaced by a new one once (probes and
+    /// discovery: the upstream calls of requests resend in `pool::call`,
+    /// where a resend counts as an attempt).
     ///
     /// The caller bounds the total time; `read_timeout` bounds each read.
     pub async fn send(
@@ -118,7 +126,20 @@ impl UpstreamClient {
         address: SocketAddr,
         req: &UpstreamRequest<'_>,
     ) -> Result<UpstreamReply, CallError> {
-        self.open(address, req).await?.read_all(req.max_body).await
+        match self.open(address, req).await {
+            Err(CallError::Stale(_)) => {
+                let fresh = UpstreamRequest {
+                    fresh: true,
+                    body: req.body.clone(),
+                    ..*req
+                };
+                self.open(address, &fresh)
+                    .await?
+                    .read_all(req.max_body)
+                    .await
+            }
+            opened => opened?.read_all(req.max_body).await,
+        }
     }
 
     /// Sends `req` to `address`, with TLS, SNI and `Host` from `req.url`, and
@@ -135,30 +156,29 @@ impl UpstreamClient {
         // Built once, before any connection: a request that cannot be written
         // is not worth a connection, and a stale one's retry sends the same bytes.
         let wire = request_wire(req).map_err(|why| CallError::NoAnswer(why.to_string()))?;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let (session, reused) = self.session_for(&peer).await?;
-            let (mut session, sent) =
-                send_request(session, &peer, &wire, req.read_timeout, req.connect_timeout).await;
-            match sent {
-                Ok(()) => {
-                    return Ok(Exchange {
-                        client: self,
-                        connection: Some(Box::new(Connection { session, peer })),
-                    });
-                }
-                Err(_) if reused && tries < STALE_CONNECTION_TRIES => {
-                    // A kept-alive connection the upstream had closed: try a fresh one.
-                    continue;
-                }
-                Err(why) => {
-                    session.shutdown().await;
-                    return Err(match why {
-                        CallError::Io(text) => CallError::NoAnswer(text),
-                        other => other,
-                    });
-                }
+        let (session, reused) = self.session_for(&peer, req.fresh).await?;
+        let (mut session, sent) =
+            send_request(session, &peer, &wire, req.read_timeout, req.connect_timeout).await;
+        match sent {
+            Ok(()) => Ok(Exchange {
+                client: self,
+                connection: Some(Box::new(Connection { session, peer })),
+            }),
+            Err(why) => {
+                // A kept-alive connection the upstream had closed fails on first
+                // use. Resent only when nothing of an answer came back, and by
+                // the caller, as an attempt of its own (budget and metrics).
+                let stale = reused && session.resp_header().is_none();
+                session.shutdown().await;
+                let text = match why {
+                    CallError::Io(text) => text,
+                    other => return Err(other),
+                };
+                Err(if stale {
+                    CallError::Stale(text)
+                } else {
+                    CallError::NoAnswer(text)
+                })
             }
         }
     }
@@ -180,8 +200,12 @@ impl UpstreamClient {
     }
 
     /// A pooled connection to `peer`, or else a new one.
-    async fn session_for(&self, peer: &HttpPeer) -> Result<(HttpSession, bool), CallError> {
-        if let Some(session) = self.connector.reused_http_session(peer).await {
+    async fn session_for(
+        &self,
+        peer: &HttpPeer,
+        fresh: bool,
+    ) -> Result<(HttpSession, bool), CallError> {
+        if !fresh && let Some(session) = self.connector.reused_http_session(peer).await {
             return Ok((session, true));
         }
         // Connecting (TCP, then TLS for https) is the rare path and its future
@@ -478,6 +502,7 @@ mod tests {
             read_timeout: None,
             accept: "application/json",
             connect_timeout: Duration::from_secs(1),
+            fresh: false,
         }
     }
 

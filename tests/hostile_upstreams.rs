@@ -259,11 +259,82 @@ proptest! {
                 read_timeout: Some(Duration::from_secs(2)),
                 accept: "application/json",
                 connect_timeout: Duration::from_secs(2),
+                fresh: false,
             };
             let client = UpstreamClient::new();
             let sent = tokio::time::timeout(Duration::from_secs(5), client.send(address, &request)).await;
             assert!(sent.is_ok(), "the reader hung");
             server.abort();
         });
+    }
+}
+
+/// An upstream that closes a kept-alive connection as a second completion
+/// request arrives on it (the close crossing the request in flight): answers
+/// every other request normally.
+async fn closes_kept_alive_connections() -> RawUpstream {
+    RawUpstream::start(|mut stream| async move {
+        let mut buffer = Vec::new();
+        let mut completions = 0;
+        while let Some((line, body)) = read_request(&mut stream, &mut buffer).await {
+            if line.contains("/completions") {
+                completions += 1;
+                if completions == 2 {
+                    return;
+                }
+            }
+            if stream.write_all(&final_answer(&line, &body)).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_connection_is_resent_once_as_an_attempt() {
+    for budget in [true, false] {
+        let raw = closes_kept_alive_connections().await;
+        let mut config = config();
+        if !budget {
+            config.retries.budget_ratio = 0.0;
+            config.retries.budget_min_per_second = 0.0;
+        }
+        config.upstreams.push(context7_lb::config::UpstreamConfig {
+            name: "raw".into(),
+            base_url: Some(raw.base_url()),
+            model: Some(MODEL.into()),
+            ..Default::default()
+        });
+        let gw = start(config).await;
+        let (first, _, _) = research(&gw, r#"{"query":"q"}"#).await;
+        assert_eq!(first, 200);
+        // The second request takes the kept-alive connection, which breaks.
+        let (second, _, body) = research(&gw, r#"{"query":"q"}"#).await;
+        let stale = metric(
+            &gw,
+            r#"context7_upstream_requests_total{outcome="stale_connection",upstream="raw"}"#,
+        )
+        .await;
+        assert_eq!(stale, 1.0, "counted as an attempt of its own");
+        if budget {
+            assert_eq!(second, 200, "resent on a new connection: {body}");
+            assert_eq!(
+                metric(&gw, r#"context7_upstream_retries_total{upstream="raw"}"#).await,
+                1.0
+            );
+        } else {
+            // No retry left in the budget: the failure is the answer, not a
+            // hidden resend.
+            assert_eq!(second, 502, "{body}");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with(
+                    "vLLM backend raw failed: kept-alive connection closed by the upstream"
+                ),
+                "{detail}"
+            );
+        }
+        stop(gw).await;
     }
 }

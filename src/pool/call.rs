@@ -73,6 +73,10 @@ pub enum AttemptError {
     Connect(String),
     /// The connection broke after the request was sent, before an answer head.
     Reset(String),
+    /// A pooled connection the upstream had closed failed on first use, with
+    /// nothing of an answer back: resent on a new connection to the same
+    /// upstream, as an attempt of its own.
+    Stale(String),
     /// The connection broke while the answer's body was read (before
     /// anything reached the client).
     Broken(String),
@@ -110,6 +114,8 @@ pub enum Waiting {
 pub enum Next {
     /// Nothing reached the client and another upstream may do better.
     RetryElsewhere,
+    /// The same upstream again, on a new connection.
+    ResendHere,
     /// This failure is the answer.
     PassOn,
 }
@@ -131,6 +137,7 @@ impl AttemptError {
         match self {
             AttemptError::Connect(_) => "connect_error",
             AttemptError::Reset(_) | AttemptError::Broken(_) => "error",
+            AttemptError::Stale(_) => "stale_connection",
             AttemptError::Timeout { .. } => "timeout",
             AttemptError::TooLarge(_) => "too_large",
             AttemptError::Status { status, .. } => match status / 100 {
@@ -153,6 +160,7 @@ impl AttemptError {
             E::Connect(_) | E::Reset(_) | E::Broken(_) | E::Invalid(_) => {
                 (RetryElsewhere, Upstream)
             }
+            E::Stale(_) => (ResendHere, Nobody),
             E::Timeout { retryable, .. } => {
                 (if *retryable { RetryElsewhere } else { PassOn }, Upstream)
             }
@@ -195,9 +203,10 @@ impl AttemptError {
 impl fmt::Display for AttemptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AttemptError::Connect(why) | AttemptError::Reset(why) | AttemptError::Broken(why) => {
-                f.write_str(why)
-            }
+            AttemptError::Connect(why)
+            | AttemptError::Reset(why)
+            | AttemptError::Broken(why)
+            | AttemptError::Stale(why) => f.write_str(why),
             AttemptError::Timeout { waiting, limit, .. } => write!(
                 f,
                 "no {} within {}",
@@ -220,6 +229,7 @@ impl From<CallError> for AttemptError {
         match e {
             CallError::Connect(_) => AttemptError::Connect(text),
             CallError::NoAnswer(_) => AttemptError::Reset(text),
+            CallError::Stale(_) => AttemptError::Stale(text),
             CallError::Io(_) => AttemptError::Broken(text),
             CallError::TooLarge(limit) => AttemptError::TooLarge(limit),
         }
@@ -500,30 +510,41 @@ impl Caller {
         let deadline = Instant::now() + self.total_timeout;
         let mut tried = Vec::new();
         let mut last: Option<CallFailure> = None;
+        // An upstream to resend to on a new connection, after a stale one.
+        let mut resend: Option<Arc<Upstream>> = None;
         loop {
-            let upstream = match self.pool.next_attempt(&mut tried, ask.eligible) {
-                Ok(upstream) => upstream,
-                Err(stop) => {
-                    return Err(last.unwrap_or(CallFailure::NoUpstream {
-                        stop,
-                        healthy: self.pool.healthy_count(),
-                        total: self.pool.upstreams().len(),
-                    }));
-                }
+            let (upstream, fresh) = match resend.take() {
+                Some(upstream) => (upstream, true),
+                None => match self.pool.next_attempt(&mut tried, ask.eligible) {
+                    Ok(upstream) => (upstream, false),
+                    Err(stop) => {
+                        return Err(last.unwrap_or(CallFailure::NoUpstream {
+                            stop,
+                            healthy: self.pool.healthy_count(),
+                            total: self.pool.upstreams().len(),
+                        }));
+                    }
+                },
             };
             // Boxed: the attempt's future is large, and only one lives at a time.
-            match Box::pin(self.attempt(ask, &take, &upstream, deadline)).await {
+            match Box::pin(self.attempt(ask, &take, &upstream, deadline, fresh)).await {
                 Ok(got) => return Ok(got),
                 Err(error) => {
                     let (next, _) = error.verdict(ask.model_named_by);
-                    let failure = CallFailure::Attempt { error, upstream };
-                    if next == Next::PassOn {
-                        return Err(failure);
+                    match next {
+                        Next::PassOn => return Err(CallFailure::Attempt { error, upstream }),
+                        Next::ResendHere => {
+                            // Once per attempt, within the retry budget.
+                            if !fresh && self.pool.resend(&upstream).is_ok() {
+                                log::info!("upstream {}: {error}; resending", upstream.name);
+                                resend = Some(upstream.clone());
+                            }
+                        }
+                        Next::RetryElsewhere => {
+                            log::warn!("upstream {}: {error}; trying another", upstream.name);
+                        }
                     }
-                    if let CallFailure::Attempt { error, upstream } = &failure {
-                        log::warn!("upstream {}: {error}; trying another", upstream.name);
-                    }
-                    last = Some(failure);
+                    last = Some(CallFailure::Attempt { error, upstream });
                 }
             }
         }
@@ -535,6 +556,7 @@ impl Caller {
         take: &Take<'_, T>,
         upstream: &Arc<Upstream>,
         deadline: Instant,
+        fresh: bool,
     ) -> Result<Got<'c, T>, AttemptError> {
         let prepared = (ask.prepare)(upstream);
         let path = format!("{}{}", upstream.base.path, ask.endpoint);
@@ -554,6 +576,7 @@ impl Caller {
                 "application/json"
             },
             connect_timeout: self.connect_timeout,
+            fresh,
         };
         let first_byte_deadline = match self.first_byte_timeout {
             Some(limit) => deadline.min(Instant::now() + limit),

@@ -140,6 +140,7 @@ impl HealthChecker {
             read_timeout: Some(config.timeout),
             accept: "application/json",
             connect_timeout,
+            fresh: false,
         };
         let reply = self
             .client
@@ -204,6 +205,7 @@ impl HealthChecker {
             read_timeout: Some(config.timeout),
             accept: "application/json",
             connect_timeout,
+            fresh: false,
         };
         let reply = match self.client.send(address, &request).await {
             Ok(reply) => reply,

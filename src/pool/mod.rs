@@ -451,6 +451,22 @@ impl Pool {
         Ok(upstream)
     }
 
+    /// Allows a resend to the same `upstream` on a new connection, after a
+    /// pooled one it had closed: a retry in the retry budget and the metrics,
+    /// but not one of `retries.max_attempts`, which counts upstreams tried (the
+    /// stale connection said nothing about this one).
+    pub fn resend(&self, upstream: &Upstream) -> Result<(), Stop> {
+        if !self.budget.try_retry() {
+            self.metrics.retry_budget_exhausted.inc();
+            return Err(Stop::BudgetSpent);
+        }
+        self.metrics
+            .upstream_retries
+            .with_label_values(&[&upstream.name])
+            .inc();
+        Ok(())
+    }
+
     /// Starts an attempt on `upstream`: counts it in flight until the returned
     /// guard is finished or dropped.
     pub fn begin<'p>(&'p self, upstream: &Arc<Upstream>) -> Attempt<'p> {

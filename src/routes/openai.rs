@@ -597,7 +597,7 @@ impl OpenAiService {
                 "upstream_error",
                 format!("Upstream {name} failed: {why}"),
             ),
-            AttemptError::Reset(why) => (
+            AttemptError::Reset(why) | AttemptError::Stale(why) => (
                 502,
                 "upstream_error",
                 format!("Upstream {name} failed: {why}"),

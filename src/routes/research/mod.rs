@@ -254,7 +254,7 @@ impl ResearchService {
                 503,
                 format!("vLLM backend unreachable: upstream {name}: {why}"),
             ),
-            AttemptError::Reset(why) | AttemptError::Broken(why) => {
+            AttemptError::Reset(why) | AttemptError::Broken(why) | AttemptError::Stale(why) => {
                 with_upstream(502, format!("vLLM backend {name} failed: {why}"))
             }
             e @ AttemptError::TooLarge(_) => {
