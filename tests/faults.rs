@@ -613,3 +613,86 @@ async fn a_tls_upstream_with_an_untrusted_certificate() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert_eq!(tls.requests().len(), 1);
 }
+
+/// A hung upstream costs clients seconds, not a minute: one of two simulated
+/// upstreams (processes of their own) is frozen with SIGSTOP under load, with
+/// the default health settings (5 s interval, 2 s timeout, 2 failures). The
+/// checks take it out within a few seconds, the attempts waiting on it move
+/// to the other at once, and every request succeeds in under 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_upstream_costs_seconds_not_a_minute() {
+    let _serial = SERIAL.lock().await;
+    let spawn_sim = || {
+        Process::spawn(
+            binary()
+                .args(["--sim-upstream", "127.0.0.1:0", "--sim-ttft-ms", "20"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+    };
+    let (frozen, live) = (spawn_sim(), spawn_sim());
+    // The default health settings; only the listener is the test's.
+    let mut config = context7_lb::config::Config {
+        listen: "127.0.0.1:0".into(),
+        threads: 1,
+        ..Default::default()
+    };
+    for (name, sim) in [("frozen", &frozen), ("live", &live)] {
+        config.upstreams.push(context7_lb::config::UpstreamConfig {
+            name: name.into(),
+            base_url: Some(format!("{}/v1", sim.url())),
+            ..Default::default()
+        });
+    }
+    let gw = start(config).await;
+    let client = client();
+    let url = format!("{}/v1/research", gw.url());
+    let run = |seconds: u64| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut answers = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            while Instant::now() < deadline && answers.len() < 2000 {
+                let started = Instant::now();
+                let status = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"query":"q"}"#)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                answers.push((status, started.elapsed()));
+            }
+            answers
+        }
+    };
+    // Both take traffic first.
+    let warm = futures::future::join_all((0..4).map(|_| run(2))).await;
+    assert!(warm.iter().flatten().all(|(s, _)| *s == 200));
+    frozen.signal("STOP");
+    let answers: Vec<_> = futures::future::join_all((0..4).map(|_| run(14)))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let status = get_json(&gw, "/status").await;
+    let taken_out = metric(
+        &gw,
+        r#"context7_upstream_requests_total{outcome="taken_out",upstream="frozen"}"#,
+    )
+    .await;
+    frozen.signal("CONT");
+    let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a request waited {slowest:?}"
+    );
+    assert_eq!(status["upstreams"][0]["state"], "unhealthy", "{status}");
+    assert!(
+        taken_out >= 1.0,
+        "attempts were moved off the frozen upstream"
+    );
+    stop(gw).await;
+}

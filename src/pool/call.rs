@@ -98,6 +98,9 @@ pub enum AttemptError {
     /// A 2xx answer that is not what was asked for (not JSON, not a chat
     /// completion, a stream that ended before its first chunk).
     Invalid(String),
+    /// The active checks took the upstream out while the attempt waited on it
+    /// (a hung or frozen server): moved to another upstream at once.
+    TakenOut,
 }
 
 /// What a timed-out attempt was waiting for.
@@ -147,6 +150,7 @@ impl AttemptError {
                 _ => "http_5xx",
             },
             AttemptError::Invalid(_) => "invalid_answer",
+            AttemptError::TakenOut => "taken_out",
         }
     }
 
@@ -161,6 +165,8 @@ impl AttemptError {
                 (RetryElsewhere, Upstream)
             }
             E::Stale(_) => (ResendHere, Nobody),
+            // Already unhealthy: the checks said so, nothing more to learn.
+            E::TakenOut => (RetryElsewhere, Nobody),
             E::Timeout { retryable, .. } => {
                 (if *retryable { RetryElsewhere } else { PassOn }, Upstream)
             }
@@ -219,6 +225,7 @@ impl fmt::Display for AttemptError {
             AttemptError::TooLarge(limit) => write!(f, "answer larger than {limit} bytes"),
             AttemptError::Status { status, .. } => write!(f, "HTTP {status}"),
             AttemptError::Invalid(why) => write!(f, "invalid answer: {why}"),
+            AttemptError::TakenOut => f.write_str("taken out by its health checks"),
         }
     }
 }
@@ -527,7 +534,23 @@ impl Caller {
                 },
             };
             // Boxed: the attempt's future is large, and only one lives at a time.
-            match Box::pin(self.attempt(ask, &take, &upstream, deadline, fresh)).await {
+            let outcome = {
+                let attempt = Box::pin(self.attempt(ask, &take, &upstream, deadline, fresh));
+                let taken_out = upstream.taken_out();
+                tokio::pin!(taken_out);
+                taken_out.as_mut().enable();
+                let started = Instant::now();
+                tokio::select! {
+                    biased;
+                    outcome = attempt => outcome,
+                    () = &mut taken_out => {
+                        // The attempt is dropped: its guard stops counting it in flight.
+                        self.count(&upstream, AttemptError::TakenOut.label(), started.elapsed());
+                        Err(AttemptError::TakenOut)
+                    }
+                }
+            };
+            match outcome {
                 Ok(got) => return Ok(got),
                 Err(error) => {
                     let (next, _) = error.verdict(ask.model_named_by);

@@ -26,6 +26,9 @@ pub struct HealthChecker {
     rounds: std::sync::atomic::AtomicU64,
 }
 
+/// The pause before probing again a healthy upstream whose probe just failed.
+const RECHECK_PAUSE: Duration = Duration::from_millis(250);
+
 /// Model lists are asked for again every this many rounds (a minute at 5 s).
 const DISCOVERY_EVERY: u64 = 12;
 
@@ -76,26 +79,38 @@ impl HealthChecker {
         connect_timeout: Duration,
         round: u64,
     ) {
-        let (outcome, detail) =
-            match tokio::time::timeout(config.timeout, self.probe(up, config, connect_timeout))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => (
-                    CheckOutcome::Down,
-                    format!("no answer within {:?}", config.timeout),
-                ),
-            };
-        self.metrics
-            .health_checks
-            .with_label_values(&[&up.name, outcome.as_str()])
-            .inc();
-        let changed = up.observe_check(
-            outcome,
-            detail.clone(),
-            config.healthy_threshold,
-            config.unhealthy_threshold,
-        );
+        let (changed, detail) = loop {
+            let (outcome, detail) =
+                match tokio::time::timeout(config.timeout, self.probe(up, config, connect_timeout))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => (
+                        CheckOutcome::Down,
+                        format!("no answer within {:?}", config.timeout),
+                    ),
+                };
+            self.metrics
+                .health_checks
+                .with_label_values(&[&up.name, outcome.as_str()])
+                .inc();
+            let changed = up.observe_check(
+                outcome,
+                detail.clone(),
+                config.healthy_threshold,
+                config.unhealthy_threshold,
+            );
+            // A healthy upstream that just failed is probed again soon, not a
+            // whole interval later: a hung server is then taken out (and the
+            // requests waiting on it moved) in about unhealthy_threshold ×
+            // timeout rather than that many intervals. Bounded: each failure
+            // lengthens the streak until the threshold takes it out.
+            if outcome == CheckOutcome::Down && up.health() == Health::Healthy {
+                tokio::time::sleep(RECHECK_PAUSE.min(config.interval)).await;
+                continue;
+            }
+            break (changed, detail);
+        };
         if let Some(state) = changed {
             // Misconfiguration is logged once, when the state flips, in words an operator can act on.
             match state {

@@ -183,6 +183,9 @@ pub(super) struct UpstreamState {
     ejected_until_nanos: AtomicU64,
     epoch: Instant,
     queue: Mutex<Option<QueueDepth>>,
+    /// Woken when the active checks take the upstream out, so that attempts
+    /// in flight on it move elsewhere at once instead of waiting it out.
+    taken_out: tokio::sync::Notify,
 }
 
 /// What real requests taught us about an upstream.
@@ -335,6 +338,7 @@ impl Upstream {
                 queue: Mutex::new(None),
                 ejected_until_nanos: AtomicU64::new(0),
                 epoch: Instant::now(),
+                taken_out: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -350,6 +354,12 @@ impl Upstream {
         self.probe_gets_key
             .then_some(())
             .and(self.authorization.as_deref())
+    }
+
+    /// Completes when the active checks next take this upstream out (create
+    /// and enable it before the work it is to interrupt begins).
+    pub fn taken_out(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.taken_out.notified()
     }
 
     /// The key itself, so that error texts can be scrubbed of it.
@@ -611,6 +621,9 @@ impl Upstream {
         };
         if next != current {
             self.shared.health.store(next as u8, Ordering::Release);
+            if next == Health::Unhealthy {
+                self.shared.taken_out.notify_waiters();
+            }
             Some(next)
         } else {
             None

@@ -503,6 +503,12 @@ impl OpenAiService {
         .await;
         let mut watcher = SseWatcher::new();
         watcher.feed(&stream.first);
+        // A stream already started cannot move: when the checks take its
+        // upstream out (hung mid-stream), it ends with an error event.
+        let serving = stream.upstream.clone();
+        let taken_out = serving.taken_out();
+        tokio::pin!(taken_out);
+        taken_out.as_mut().enable();
         let ending = if let Err(e) = written {
             client_gone(&e)
         } else {
@@ -519,6 +525,9 @@ impl OpenAiService {
                         Ok(None) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
                         Err(e) => break StreamEnd::UpstreamFailed(e.to_string()),
                     },
+                    () = &mut taken_out => {
+                        break StreamEnd::UpstreamFailed("taken out by its health checks".into());
+                    }
                     gone = session.read_body_or_idle(true) => {
                         let _ = gone;
                         break StreamEnd::ClientLeft;
@@ -596,6 +605,11 @@ impl OpenAiService {
                 503,
                 "upstream_error",
                 format!("Upstream {name} failed: {why}"),
+            ),
+            e @ AttemptError::TakenOut => (
+                502,
+                "upstream_error",
+                format!("Upstream {name} failed: {e}"),
             ),
             AttemptError::Reset(why) | AttemptError::Stale(why) => (
                 502,

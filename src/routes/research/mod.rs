@@ -254,6 +254,9 @@ impl ResearchService {
                 503,
                 format!("vLLM backend unreachable: upstream {name}: {why}"),
             ),
+            e @ AttemptError::TakenOut => {
+                with_upstream(502, format!("vLLM backend {name} failed: {e}"))
+            }
             AttemptError::Reset(why) | AttemptError::Broken(why) | AttemptError::Stale(why) => {
                 with_upstream(502, format!("vLLM backend {name} failed: {why}"))
             }
