@@ -1,15 +1,17 @@
 """Fixtures for tests that drive the real gateway binary with real clients.
 
 `gateway` starts `target/debug/context7-lb --demo` (three simulated vLLM
-upstreams in the same process) on a free loopback port, waits until all three
-are healthy, and stops it after the last test. `cargo build` (or `cargo test`)
-must have built the binary; CONTEXT7_LB_BIN points at another one.
+upstreams in the same process) listening on 127.0.0.1 port 0, so that the
+kernel picks the port and nobody can take it in between (no bind, drop and
+rebind); the port is read from /proc once the process listens. It waits until
+all three upstreams are healthy, and stops it after the last test.
+`cargo build` (or `cargo test`) must have built the binary; CONTEXT7_LB_BIN
+points at another one.
 """
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,10 +26,38 @@ START_TIMEOUT_S = 30.0
 DEMO_UPSTREAMS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports process `pid` listens on, from /proc (Linux)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        ports = []
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}") as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    # State 0A is LISTEN.
+                    if fields[3] == "0A" and fields[9] in inodes:
+                        ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+    except OSError:
+        return []
+
+
+def is_gateway(port: int) -> bool:
+    """Whether the listener on `port` is the gateway (not one of its demo upstreams)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return json.load(response).get("service") == "context7-mcp"
+    except (OSError, ValueError):
+        return False
 
 
 def healthy_upstreams(base: str) -> int:
@@ -42,11 +72,9 @@ def gateway():
     """The base URL of a running demo gateway, such as http://127.0.0.1:41234."""
     if not BINARY.is_file():
         pytest.fail(f"{BINARY} does not exist: build it first (cargo build)")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
-        [str(BINARY), "--demo", "--listen", f"127.0.0.1:{port}"],
+        [str(BINARY), "--demo", "--listen", "127.0.0.1:0"],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -59,11 +87,16 @@ def gateway():
 
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
+        base = None
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the gateway exited with {process.returncode}:\n{output()}")
+            if base is None:
+                ports = [p for p in listening_ports(process.pid) if is_gateway(p)]
+                if ports:
+                    base = f"http://127.0.0.1:{ports[0]}"
             try:
-                if healthy_upstreams(base) == DEMO_UPSTREAMS:
+                if base is not None and healthy_upstreams(base) == DEMO_UPSTREAMS:
                     break
             except OSError:
                 pass  # not listening yet
