@@ -3,8 +3,10 @@
 //! not, and MCP's `research` tool) asks [`Caller`], which owns: selection,
 //! attempts on distinct upstreams, the total and first-byte deadlines, the
 //! classification of every outcome ([`AttemptError::verdict`]: retry
-//! elsewhere or pass on, and what the pool learns), `Retry-After`, the pool's
-//! in-flight accounting, the upstream metrics and token counting. The routes
+//! elsewhere or pass on, and what the pool learns), `Retry-After`, resends
+//! after a stale pooled connection, attempts moved off an upstream the checks
+//! take out, the pool's in-flight accounting, the upstream metrics and token
+//! counting. The routes
 //! keep only what is theirs: the body sent, the parsing of the answer and the
 //! rendering of errors in their own format. The table is in
 //! `docs/reliability.md`, "How each attempt outcome is handled".
