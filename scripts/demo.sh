@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/build-deps.sh
-echo "==> cargo build --release (the first build takes about 2 minutes on 2 cores; later ones seconds)"
-cargo build --release --bin context7-lb
-exec target/release/context7-lb --demo "$@"
+echo "==> cargo build --profile demo (the first build takes about 2 minutes on 2 cores; later ones seconds)"
+cargo build --profile demo --bin context7-lb
+exec target/demo/context7-lb --demo "$@"

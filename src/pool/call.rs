@@ -593,8 +593,10 @@ impl Caller {
             authorization: upstream.authorization(),
             body: Some(prepared.body),
             max_body: self.max_upstream_body,
-            // Between two reads of a stream; a whole stream may last longer.
-            read_timeout: Some(self.total_timeout),
+            // Between two reads of a stream (a whole stream may last longer).
+            // A whole answer is bounded by the deadline around it instead: a
+            // per-read timer there was 1.7 % of a research request.
+            read_timeout: streamed.then_some(self.total_timeout),
             accept: if streamed {
                 "text/event-stream"
             } else {
