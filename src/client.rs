@@ -71,18 +71,6 @@ pub enum CallError {
     TooLarge(usize),
 }
 
-impl CallError {
-    /// Whether the request certainly never reached the upstream.
-    pub fn nothing_sent(&self) -> bool {
-        matches!(self, CallError::Connect(_))
-    }
-
-    /// Whether it failed before any byte of an answer arrived.
-    pub fn before_answer(&self) -> bool {
-        self.nothing_sent() || matches!(self, CallError::NoAnswer(_) | CallError::Stale(_))
-    }
-}
-
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -311,16 +311,6 @@ pub enum CallFailure {
     },
 }
 
-impl CallFailure {
-    /// The upstream of the attempt that failed, if one was made.
-    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
-        match self {
-            CallFailure::Attempt { upstream, .. } => Some(upstream),
-            CallFailure::NoUpstream { .. } => None,
-        }
-    }
-}
-
 /// A whole, valid answer.
 pub struct Answered<T> {
     /// What the front door's parser made of it.
@@ -479,16 +469,6 @@ impl Caller {
 
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
-    }
-
-    /// `timeouts.total`, for the messages of the routes.
-    pub fn total_timeout(&self) -> Duration {
-        self.total_timeout
-    }
-
-    /// `timeouts.first_byte`, for the messages of the routes.
-    pub fn first_byte_timeout(&self) -> Option<Duration> {
-        self.first_byte_timeout
     }
 
     /// A non-streamed call: the answer read whole and accepted by `parse`

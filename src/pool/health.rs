@@ -48,15 +48,6 @@ impl HealthChecker {
         }
     }
 
-    /// A checker of one fixed pool (tests, tools).
-    pub fn of(
-        pool: Arc<Pool>,
-        client: Arc<UpstreamClient>,
-        metrics: Arc<Metrics>,
-    ) -> HealthChecker {
-        HealthChecker::new(Arc::new(move || pool.clone()), client, metrics)
-    }
-
     /// Runs one round: every upstream probed concurrently.
     pub async fn check_all(&self) {
         let round = self
