@@ -8,11 +8,19 @@ use serde_json::Value;
 /// (it still passes through, it is only not inspected).
 const MAX_EVENT: usize = 1024 * 1024;
 
-/// Token counts of a stream's final usage chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Prompt and completion tokens an upstream reported for one answer: a
+/// stream's final usage chunk, or a whole answer's `usage` (read as is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
 }
 
 /// Incremental scanner over an SSE byte stream.

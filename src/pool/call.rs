@@ -23,18 +23,7 @@ use tokio::time::Instant;
 /// Largest error body read from an upstream: enough for any error message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Prompt and completion tokens an upstream reported for one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
-
-impl Usage {
-    pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
+pub use crate::sse::Usage;
 
 /// Who named the model the upstream is asked for: it decides what a 404 means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -426,24 +426,11 @@ impl OpenAiService {
         let parse = |body: &[u8]| {
             #[derive(serde::Deserialize)]
             struct WithUsage {
-                usage: Option<UsageFields>,
-            }
-            #[derive(serde::Deserialize)]
-            struct UsageFields {
-                #[serde(default)]
-                prompt_tokens: u64,
-                #[serde(default)]
-                completion_tokens: u64,
+                usage: Option<Usage>,
             }
             let answer: WithUsage =
                 serde_json::from_slice(body).map_err(|e| InvalidAnswer(e.to_string()))?;
-            Ok((
-                (),
-                answer.usage.map(|u| Usage {
-                    prompt_tokens: u.prompt_tokens,
-                    completion_tokens: u.completion_tokens,
-                }),
-            ))
+            Ok(((), answer.usage))
         };
         let answered = match self.caller.call(&ask, &parse).await {
             Ok(answered) => answered,
@@ -535,10 +522,7 @@ impl OpenAiService {
                 }
             }
         };
-        let usage = watcher.usage().map(|u| Usage {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-        });
+        let usage = watcher.usage();
         stream.finish(&ending, usage);
         match ending {
             StreamEnd::Complete => {
