@@ -436,19 +436,24 @@ impl Pool {
         })?;
         match tried.last() {
             None => self.budget.record_request(),
-            Some(&previous) => {
-                if !self.budget.try_retry() {
-                    self.metrics.retry_budget_exhausted.inc();
-                    return Err(Stop::BudgetSpent);
-                }
-                self.metrics
-                    .upstream_retries
-                    .with_label_values(&[&self.upstreams[previous].name])
-                    .inc();
-            }
+            Some(&previous) => self.charge_retry(&self.upstreams[previous])?,
         }
         tried.push(upstream.index);
         Ok(upstream)
+    }
+
+    /// A retry after a failed attempt on `previous`: within the retry budget,
+    /// counted in `context7_upstream_retries_total`.
+    fn charge_retry(&self, previous: &Upstream) -> Result<(), Stop> {
+        if !self.budget.try_retry() {
+            self.metrics.retry_budget_exhausted.inc();
+            return Err(Stop::BudgetSpent);
+        }
+        self.metrics
+            .upstream_retries
+            .with_label_values(&[&previous.name])
+            .inc();
+        Ok(())
     }
 
     /// Allows a resend to the same `upstream` on a new connection, after a
@@ -456,15 +461,7 @@ impl Pool {
     /// but not one of `retries.max_attempts`, which counts upstreams tried (the
     /// stale connection said nothing about this one).
     pub fn resend(&self, upstream: &Upstream) -> Result<(), Stop> {
-        if !self.budget.try_retry() {
-            self.metrics.retry_budget_exhausted.inc();
-            return Err(Stop::BudgetSpent);
-        }
-        self.metrics
-            .upstream_retries
-            .with_label_values(&[&upstream.name])
-            .inc();
-        Ok(())
+        self.charge_retry(upstream)
     }
 
     /// Starts an attempt on `upstream`: counts it in flight until the returned
