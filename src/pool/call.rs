@@ -185,11 +185,7 @@ impl AttemptError {
             }),
             Blame::Upstream => Outcome::Failure(match self {
                 AttemptError::Status { status, body, .. } => {
-                    let message = upstream_error_message(body, key);
-                    format!(
-                        "HTTP {status}: {}",
-                        message.as_deref().unwrap_or("(empty body)")
-                    )
+                    format!("HTTP {status}: {}", upstream_error_text(body, key))
                 }
                 other => other.to_string(),
             }),
@@ -274,6 +270,18 @@ pub fn upstream_error_message(body: &[u8], key: Option<&str>) -> Option<String> 
     }
     .filter(|t| !t.is_empty())?;
     Some(shorten(scrub_key(&text, key)))
+}
+
+/// [`upstream_error_message`], or JSON in none of the known shapes shown whole
+/// (scrubbed, then cut), or `(empty body)`: what the answers and `/status`
+/// say of an upstream's error.
+pub fn upstream_error_text(body: &[u8], key: Option<&str>) -> String {
+    upstream_error_message(body, key)
+        .or_else(|| {
+            let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+            Some(shorten(scrub_key(&v.to_string(), key)))
+        })
+        .unwrap_or_else(|| "(empty body)".to_string())
 }
 
 /// `text` cut to [`MAX_ERROR_TEXT`] characters, marked with `…` when cut.

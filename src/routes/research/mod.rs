@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::call::{
     Ask, AttemptError, CallFailure, Caller, InvalidAnswer, ModelNamedBy, Prepared, Usage,
+    upstream_error_text,
 };
 use crate::pool::{Stop, Upstream};
 use serde::Serialize;
@@ -400,18 +401,6 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, InvalidAnswe
     })
 }
 
-/// The message of an upstream error in any of the formats seen in the field:
-/// OpenAI's `{"error":{"message"}}`, vLLM's flat `{"object":"error","message"}`,
-/// RunPod's `{"error":"…"}`, FastAPI's `{"detail":…}`, or plain text.
-pub fn upstream_error_text(body: &[u8], key: Option<&str>) -> String {
-    super::upstream_error_message(body, key)
-        .or_else(|| {
-            // JSON in none of the known shapes: shown whole (within the limit).
-            let v = serde_json::from_slice::<Value>(body).ok()?;
-            Some(super::shorten(super::scrub_key(&v.to_string(), key)))
-        })
-        .unwrap_or_else(|| "(empty body)".to_string())
-}
 
 #[cfg(test)]
 mod tests {
