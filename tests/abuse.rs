@@ -527,10 +527,10 @@ fn the_client_limits_have_documented_defaults_and_checked_values() {
     assert_eq!(
         problems,
         [
-            "limits.max_header_bytes: 0 must be between 1024 and 1048575 (Pingora's own ceiling)",
             "limits.client_header_timeout: must be longer than zero",
             "limits.client_body_timeout: must be longer than zero",
             "limits.client_keepalive_timeout: must be longer than zero",
+            "limits.max_header_bytes: 0 must be between 1024 and 1048575 (Pingora's own ceiling)",
         ]
     );
 }

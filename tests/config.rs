@@ -312,11 +312,12 @@ fn the_mcp_section_has_defaults_and_checked_values() {
         &[],
     );
     assert_eq!(p.len(), 3, "{p:?}");
+    // Durations are checked together, before the other fields of a section.
+    assert_eq!(p[0], "mcp.session_idle_timeout: must be longer than zero");
     assert!(
-        p[0].starts_with("mcp.allowed_origins[0]: \"http://localhost/\" must not have a path"),
+        p[1].starts_with("mcp.allowed_origins[0]: \"http://localhost/\" must not have a path"),
         "{p:?}"
     );
-    assert_eq!(p[1], "mcp.session_idle_timeout: must be longer than zero");
     assert_eq!(p[2], "mcp.max_sessions: must be at least 1");
     assert!(problems("mcp:\n  origins: []\n", &[])[0].contains("unknown field `origins`"));
 }

@@ -108,17 +108,22 @@ impl Config {
                 format!("{:?} must start with '/'", self.health_check.path),
             );
         }
-        for (at, d) in [
-            ("health_check.interval", self.health_check.interval),
-            ("health_check.timeout", self.health_check.timeout),
-            ("timeouts.connect", self.timeouts.connect),
-            ("timeouts.total", self.timeouts.total),
-            ("pool.decay", self.pool.decay),
-            ("pool.initial_latency", self.pool.initial_latency),
-            ("ejection.base_cooldown", self.ejection.base_cooldown),
-        ] {
+        // Every duration, once: long enough, and short enough to add to now.
+        for (at, d, zero) in self.durations() {
+            let Some(d) = d else { continue };
             if d.is_zero() {
-                problem(at, "must be longer than zero".into());
+                if let Some(why) = zero {
+                    problem(at, why.into());
+                }
+            } else if d > MAX_DURATION {
+                problem(
+                    at,
+                    format!(
+                        "{} is longer than the longest the gateway allows, {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
             }
         }
         for (at, n) in [
@@ -139,12 +144,6 @@ impl Config {
             if n == 0 {
                 problem(at, "must be at least 1".into());
             }
-        }
-        if self.timeouts.first_byte.is_some_and(|d| d.is_zero()) {
-            problem(
-                "timeouts.first_byte",
-                "must be longer than zero when set".into(),
-            );
         }
         if self.ejection.max_cooldown < self.ejection.base_cooldown {
             problem(
@@ -209,16 +208,11 @@ impl Config {
         if self.rate_limit.requests_per_second > 0.0 && self.rate_limit.burst == 0 {
             problem("rate_limit.burst", "must be at least 1".into());
         }
-        if self.cache.enabled {
-            if self.cache.ttl.is_zero() {
-                problem("cache.ttl", "must be longer than zero".into());
-            }
-            if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
-                problem(
-                    "cache",
-                    "max_entries and max_bytes must be at least 1".into(),
-                );
-            }
+        if self.cache.enabled && (self.cache.max_entries == 0 || self.cache.max_bytes == 0) {
+            problem(
+                "cache",
+                "max_entries and max_bytes must be at least 1".into(),
+            );
         }
         if self.limits.max_body_bytes == 0 {
             problem("limits.max_body_bytes", "must be at least 1".into());
@@ -232,28 +226,6 @@ impl Config {
                 ),
             );
         }
-        for (at, d) in [
-            (
-                "limits.client_header_timeout",
-                self.limits.client_header_timeout,
-            ),
-            (
-                "limits.client_body_timeout",
-                self.limits.client_body_timeout,
-            ),
-            (
-                "limits.client_keepalive_timeout",
-                self.limits.client_keepalive_timeout,
-            ),
-            (
-                "limits.client_write_timeout",
-                self.limits.client_write_timeout,
-            ),
-        ] {
-            if d.is_zero() {
-                problem(at, "must be longer than zero".into());
-            }
-        }
         if self.limits.max_upstream_body_bytes < 1024 {
             problem(
                 "limits.max_upstream_body_bytes",
@@ -264,12 +236,6 @@ impl Config {
             if let Err(why) = super::check_allowed_origin(origin) {
                 problem(&format!("mcp.allowed_origins[{i}]"), why);
             }
-        }
-        if self.mcp.session_idle_timeout.is_zero() {
-            problem(
-                "mcp.session_idle_timeout",
-                "must be longer than zero".into(),
-            );
         }
         if self.mcp.max_sessions == 0 {
             problem("mcp.max_sessions", "must be at least 1".into());
@@ -282,61 +248,95 @@ impl Config {
         }
     }
 
-    /// Values the types accept but the gateway cannot run with: durations so
-    /// long that a deadline or a cooldown added to now overflows the clock,
-    /// rates so small that a token's period overflows, weights and factors
-    /// that are not ordinary numbers. Each is refused here, with its field,
-    /// rather than panicking on the request path or in a reload.
-    fn check_ranges(&self, problem: &mut impl FnMut(&str, String)) {
-        let optional = [
-            ("timeouts.first_byte", self.timeouts.first_byte),
-            ("cache.ttl", self.cache.enabled.then_some(self.cache.ttl)),
-        ];
-        let durations = [
-            ("health_check.interval", self.health_check.interval),
-            ("health_check.timeout", self.health_check.timeout),
-            ("timeouts.connect", self.timeouts.connect),
-            ("timeouts.total", self.timeouts.total),
-            ("pool.decay", self.pool.decay),
-            ("pool.initial_latency", self.pool.initial_latency),
-            ("pool.failure_penalty", self.pool.failure_penalty),
-            ("ejection.base_cooldown", self.ejection.base_cooldown),
-            ("ejection.max_cooldown", self.ejection.max_cooldown),
-            ("ejection.max_retry_after", self.ejection.max_retry_after),
+    /// Every duration setting: its field, its value (`None` when unset or
+    /// off), and what a zero is told (`None`: zero is allowed).
+    fn durations(&self) -> [(&'static str, Option<Duration>, Option<&'static str>); 18] {
+        const POSITIVE: Option<&str> = Some("must be longer than zero");
+        let set = Some;
+        [
+            (
+                "health_check.interval",
+                set(self.health_check.interval),
+                POSITIVE,
+            ),
+            (
+                "health_check.timeout",
+                set(self.health_check.timeout),
+                POSITIVE,
+            ),
+            ("timeouts.connect", set(self.timeouts.connect), POSITIVE),
+            ("timeouts.total", set(self.timeouts.total), POSITIVE),
+            (
+                "timeouts.first_byte",
+                self.timeouts.first_byte,
+                Some("must be longer than zero when set"),
+            ),
+            ("pool.decay", set(self.pool.decay), POSITIVE),
+            (
+                "pool.initial_latency",
+                set(self.pool.initial_latency),
+                POSITIVE,
+            ),
+            ("pool.failure_penalty", set(self.pool.failure_penalty), None),
+            (
+                "ejection.base_cooldown",
+                set(self.ejection.base_cooldown),
+                POSITIVE,
+            ),
+            (
+                "ejection.max_cooldown",
+                set(self.ejection.max_cooldown),
+                None,
+            ),
+            (
+                "ejection.max_retry_after",
+                set(self.ejection.max_retry_after),
+                None,
+            ),
+            (
+                "cache.ttl",
+                self.cache.enabled.then_some(self.cache.ttl),
+                POSITIVE,
+            ),
             (
                 "limits.client_header_timeout",
-                self.limits.client_header_timeout,
+                set(self.limits.client_header_timeout),
+                POSITIVE,
             ),
             (
                 "limits.client_body_timeout",
-                self.limits.client_body_timeout,
+                set(self.limits.client_body_timeout),
+                POSITIVE,
             ),
             (
                 "limits.client_keepalive_timeout",
-                self.limits.client_keepalive_timeout,
+                set(self.limits.client_keepalive_timeout),
+                POSITIVE,
             ),
             (
                 "limits.client_write_timeout",
-                self.limits.client_write_timeout,
+                set(self.limits.client_write_timeout),
+                POSITIVE,
             ),
-            ("mcp.session_idle_timeout", self.mcp.session_idle_timeout),
-            ("shutdown.grace_period", self.shutdown.grace_period),
-        ];
-        for (at, d) in durations
-            .into_iter()
-            .chain(optional.into_iter().filter_map(|(at, d)| Some((at, d?))))
-        {
-            if d > MAX_DURATION {
-                problem(
-                    at,
-                    format!(
-                        "{} is longer than the longest the gateway allows, {}",
-                        humantime::format_duration(d),
-                        humantime::format_duration(MAX_DURATION)
-                    ),
-                );
-            }
-        }
+            (
+                "mcp.session_idle_timeout",
+                set(self.mcp.session_idle_timeout),
+                POSITIVE,
+            ),
+            (
+                "shutdown.grace_period",
+                set(self.shutdown.grace_period),
+                None,
+            ),
+        ]
+    }
+
+    /// Values the types accept but the gateway cannot run with: rates so
+    /// small that a token's period overflows, weights and factors that are
+    /// not ordinary numbers (durations are bounded with the others, above).
+    /// Each is refused here, with its field, rather than panicking on the
+    /// request path or in a reload.
+    fn check_ranges(&self, problem: &mut impl FnMut(&str, String)) {
         let rate = self.rate_limit.requests_per_second;
         if rate > 0.0 && !(MIN_RATE..=MAX_RATE).contains(&rate) {
             problem(

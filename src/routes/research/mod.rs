@@ -401,7 +401,6 @@ pub fn parse_chat_completion(body: &[u8]) -> Result<ChatCompletion, InvalidAnswe
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
