@@ -21,19 +21,7 @@ pub struct PortReservation {
 impl PortReservation {
     /// Reserves a free port on `ip`.
     pub fn on(ip: std::net::IpAddr) -> std::io::Result<PortReservation> {
-        let socket = if ip.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(false)?;
-        socket.set_reuseport(true)?;
-        socket.bind(SocketAddr::new(ip, 0))?;
-        let address = socket.local_addr()?;
-        Ok(PortReservation {
-            _socket: socket,
-            address,
-        })
+        PortReservation::hold(SocketAddr::new(ip, 0))
     }
 
     /// Reserves a free port on 127.0.0.1.
@@ -41,38 +29,41 @@ impl PortReservation {
         PortReservation::on(std::net::Ipv4Addr::LOCALHOST.into())
     }
 
-    /// The reserved address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Holds `address` (already bound by a listener with SO_REUSEPORT, whose
-    /// port must stay this process's after the listener closes).
+    /// Holds `address`: port 0 for one the kernel picks, or the address of a
+    /// listener with SO_REUSEPORT whose port must stay this process's after it
+    /// closes.
     pub fn hold(address: SocketAddr) -> std::io::Result<PortReservation> {
-        let socket = socket_for(address)?;
+        let socket = reusing_port(address)?;
         socket.set_reuseaddr(false)?;
-        socket.set_reuseport(true)?;
         socket.bind(address)?;
+        let address = socket.local_addr()?;
         Ok(PortReservation {
             _socket: socket,
             address,
         })
     }
+
+    /// The reserved address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
 }
 
-fn socket_for(address: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
-    if address.is_ipv4() {
+/// A socket for `address`'s family with SO_REUSEPORT set.
+fn reusing_port(address: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
         tokio::net::TcpSocket::new_v6()
-    }
+    }?;
+    socket.set_reuseport(true)?;
+    Ok(socket)
 }
 
 /// Listens on `address` with SO_REUSEPORT, so that it can take over a port a
 /// [`PortReservation`] holds (port 0: one the kernel picks).
 pub fn listen_reusing(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = socket_for(address)?;
-    socket.set_reuseport(true)?;
+    let socket = reusing_port(address)?;
     socket.bind(address)?;
     socket.listen(1024)
 }
