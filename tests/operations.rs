@@ -555,7 +555,7 @@ async fn a_reload_removes_gauges_and_applies_client_limits() {
     assert!(get_text(&gw, "/metrics").await.contains(routable_b));
 
     let only_a = format!(
-        "{}limits:\n  max_header_bytes: 2048\n",
+        "{}limits:\n  client_header_timeout: 1s\n",
         yaml_for(&[("a", sims[0].base_url(), 1.0)])
     );
     write_config(&file, &only_a);
@@ -576,11 +576,18 @@ async fn a_reload_removes_gauges_and_applies_client_limits() {
             "{gauge}"
         );
     }
-    // The new head limit holds on a new connection: a 3000-byte head is 431.
-    let long = "x".repeat(3000);
-    let (status, _, body) = send(&gw, "GET", "/ping", &[("x-padding", long.as_str())], None)
-        .await
-        .parts();
-    assert_eq!(status, 431, "{body}");
+    // The new head deadline (10 s before) holds on a new connection: only the
+    // connection guard can enforce it, since the head never completes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(gw.address).await.unwrap();
+    slow.write_all(b"GET /ping HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the guard kept the old 10 s deadline");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("not received within 1s"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
     stop(gw).await;
 }
