@@ -82,6 +82,12 @@ pub fn build(config: &Config, opt: Option<Opt>, reuse_port: bool) -> Result<Buil
         state: state.clone(),
     };
     server.add_service(background_service("janitor", janitor));
+    server.add_service(background_service(
+        "redis",
+        KeepRedisConnected {
+            state: state.clone(),
+        },
+    ));
     Ok(Built {
         server,
         state,
@@ -201,6 +207,19 @@ impl BackgroundService for Janitor {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// Connects to the current state's Redis (with `redis:`), and reconnects
+/// after it was lost.
+struct KeepRedisConnected {
+    state: SharedState,
+}
+
+#[async_trait]
+impl BackgroundService for KeepRedisConnected {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        crate::shared::keep_connected(|| self.state.load().shared.clone(), shutdown).await;
     }
 }
 

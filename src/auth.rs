@@ -1,18 +1,17 @@
-//! Who the client is and how much it may ask: client keys compared in
-//! constant time, and a token-bucket rate limit per key (per IP without keys).
+//! Who the client is: client keys compared in constant time, each with its
+//! name and limits. How much a client may ask is `limits`.
 
 use crate::config::{AuthConfig, RateLimitConfig};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// A client as the rate limit and the access log see it. Never the key itself.
+/// A client as the limits and the access log see it. Never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientId {
-    /// The n-th configured key (1-based), as `key#n` in logs.
-    Key(usize),
+    /// The n-th configured key (1-based), with its name (`key#n` unless the
+    /// configuration names it).
+    Key(usize, Arc<str>),
     Ip(IpAddr),
     /// No key and no address (should not happen over TCP).
     Unknown,
@@ -21,7 +20,7 @@ pub enum ClientId {
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientId::Key(n) => write!(f, "key#{n}"),
+            ClientId::Key(_, name) => f.write_str(name),
             ClientId::Ip(ip) => write!(f, "{ip}"),
             ClientId::Unknown => f.write_str("-"),
         }
@@ -35,13 +34,25 @@ pub enum Refusal {
     MissingKey,
     /// 401: a key that is not configured.
     WrongKey,
-    /// 429: over the rate; the client may retry after this long.
-    RateLimited(Duration),
+    /// 429: over the request rate; the client may retry after this long.
+    RateLimited(std::time::Duration),
+    /// 429: the key's tokens per minute are spent; retry after this long.
+    TokensSpent(std::time::Duration),
+    /// 503: the limits live in Redis, which cannot be reached, and
+    /// `redis.on_failure` is `deny`.
+    LimitsUnavailable,
+}
+
+/// One configured key.
+struct ClientKey {
+    secret: Vec<u8>,
+    name: Arc<str>,
+    limits: RateLimitConfig,
 }
 
 /// The configured client keys; empty means authentication is off.
 pub struct ClientKeys {
-    keys: Vec<Vec<u8>>,
+    keys: Vec<ClientKey>,
 }
 
 impl std::fmt::Debug for ClientKeys {
@@ -51,15 +62,40 @@ impl std::fmt::Debug for ClientKeys {
 }
 
 impl ClientKeys {
-    pub fn from_config(config: &AuthConfig) -> Result<ClientKeys, String> {
+    /// The keys of `config`, each with its limits (its own, else `defaults`).
+    pub fn from_config(
+        config: &AuthConfig,
+        defaults: &RateLimitConfig,
+    ) -> Result<ClientKeys, String> {
         let keys = crate::config::client_keys(config)?;
         Ok(ClientKeys {
-            keys: keys.into_iter().map(String::into_bytes).collect(),
+            keys: keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, entry)| ClientKey {
+                    name: match &entry.name {
+                        Some(name) => Arc::from(name.as_str()),
+                        None => Arc::from(format!("key#{}", i + 1).as_str()),
+                    },
+                    limits: entry.limits(defaults),
+                    secret: entry.key.into_bytes(),
+                })
+                .collect(),
         })
     }
 
     pub fn enabled(&self) -> bool {
         !self.keys.is_empty()
+    }
+
+    /// The limits of the n-th key (1-based), when it has its own.
+    pub fn limits_of(&self, n: usize) -> Option<&RateLimitConfig> {
+        self.keys.get(n.checked_sub(1)?).map(|k| &k.limits)
+    }
+
+    /// Every key's limits, in order.
+    pub fn all_limits(&self) -> impl Iterator<Item = &RateLimitConfig> {
+        self.keys.iter().map(|k| &k.limits)
     }
 
     /// Checks an `Authorization` header value. Every configured key is
@@ -74,14 +110,14 @@ impl ClientKeys {
         };
         let mut matched = 0usize;
         for (i, key) in self.keys.iter().enumerate() {
-            let equal: bool = key.as_slice().ct_eq(presented).into();
+            let equal: bool = key.secret.as_slice().ct_eq(presented).into();
             // Branch-free accumulation of the (single) matching position.
             matched |= (i + 1) * usize::from(equal);
         }
         if matched == 0 {
             Err(Refusal::WrongKey)
         } else {
-            Ok(ClientId::Key(matched))
+            Ok(ClientId::Key(matched, self.keys[matched - 1].name.clone()))
         }
     }
 }
@@ -95,55 +131,18 @@ fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Token buckets per client.
-pub struct RateLimit {
-    limiter: Option<DefaultKeyedRateLimiter<ClientId>>,
-}
-
-impl RateLimit {
-    pub fn from_config(config: &RateLimitConfig) -> RateLimit {
-        if config.requests_per_second <= 0.0 {
-            return RateLimit { limiter: None };
-        }
-        let period = Duration::from_secs_f64(1.0 / config.requests_per_second);
-        let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let limiter = Quota::with_period(period).map(|q| RateLimiter::keyed(q.allow_burst(burst)));
-        RateLimit { limiter }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.limiter.is_some()
-    }
-
-    /// Takes one token from `client`'s bucket, or says how long to wait.
-    pub fn check(&self, client: &ClientId) -> Result<(), Refusal> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(client).map_err(|not_until| {
-            let clock = governor::clock::DefaultClock::default();
-            Refusal::RateLimited(not_until.wait_time_from(governor::clock::Clock::now(&clock)))
-        })
-    }
-
-    /// Forgets buckets that are full again, so idle clients cost no memory.
-    pub fn forget_idle(&self) {
-        if let Some(limiter) = &self.limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn keys(list: &[&str]) -> ClientKeys {
-        ClientKeys::from_config(&AuthConfig {
-            keys: list.iter().map(|k| k.to_string()).collect(),
-            keys_file: None,
-        })
+        ClientKeys::from_config(
+            &AuthConfig {
+                keys: list.iter().map(|&k| k.into()).collect(),
+                keys_file: None,
+            },
+            &RateLimitConfig::default(),
+        )
         .unwrap()
     }
 
@@ -152,11 +151,11 @@ mod tests {
         let k = keys(&["first-key-123", "second-key-456"]);
         assert_eq!(
             k.check(Some(b"Bearer second-key-456")),
-            Ok(ClientId::Key(2))
+            Ok(ClientId::Key(2, "key#2".into()))
         );
         assert_eq!(
             k.check(Some(b"bearer  first-key-123 ")),
-            Ok(ClientId::Key(1))
+            Ok(ClientId::Key(1, "key#1".into()))
         );
         assert_eq!(
             k.check(Some(b"Bearer nope-nope-nope")),
@@ -169,26 +168,5 @@ mod tests {
         assert_eq!(k.check(Some(b"Bearer ")), Err(Refusal::MissingKey));
         assert_eq!(k.check(None), Err(Refusal::MissingKey));
         assert!(!format!("{k:?}").contains("first"));
-    }
-
-    #[test]
-    fn the_rate_limit_allows_the_burst_then_says_when() {
-        let limit = RateLimit::from_config(&RateLimitConfig {
-            requests_per_second: 1.0,
-            burst: 3,
-        });
-        let client = ClientId::Key(1);
-        for _ in 0..3 {
-            assert_eq!(limit.check(&client), Ok(()));
-        }
-        match limit.check(&client) {
-            Err(Refusal::RateLimited(wait)) => assert!(wait <= Duration::from_secs(1)),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            limit.check(&ClientId::Key(2)),
-            Ok(()),
-            "buckets are per client"
-        );
     }
 }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub gateway_overhead: HistogramVec,
     pub internal_errors: IntCounterVec,
     pub client_write_timeouts: IntCounter,
+    pub redis_errors: IntCounterVec,
+    pub redis_up: prometheus::IntGauge,
     /// Upstreams whose gauges the last scrape exported, so that the next one
     /// removes those a reload took away (and scrapes do not interleave).
     pub exported_upstreams: std::sync::Mutex<Vec<String>>,
@@ -189,8 +191,9 @@ impl Metrics {
         );
         let rate_limited = counter(
             "context7_rate_limited_total",
-            "Requests refused with 429 by the client rate limit, by route.",
-            &["route"],
+            "Requests refused by the client limits, by route and limit (requests, tokens, \
+             unavailable: Redis down with on_failure deny).",
+            &["route", "limit"],
         );
         let cache_lookups = counter(
             "context7_cache_lookups_total",
@@ -206,6 +209,16 @@ impl Metrics {
             ],
             &["route"],
         );
+        let redis_errors = counter(
+            "context7_redis_errors_total",
+            "Redis operations that failed or were skipped while Redis was down, by operation.",
+            &["op"],
+        );
+        let redis_up = prometheus::IntGauge::new(
+            "context7_redis_up",
+            "1 while the shared Redis answers, 0 while it does not (absent without redis:).",
+        )
+        .expect("valid metric");
         let mut descs = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -234,6 +247,8 @@ impl Metrics {
             Box::new(gateway_overhead.clone()),
             Box::new(internal_errors.clone()),
             Box::new(client_write_timeouts.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(redis_up.clone()),
         ] {
             descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
@@ -267,6 +282,8 @@ impl Metrics {
             gateway_overhead,
             internal_errors,
             client_write_timeouts,
+            redis_errors,
+            redis_up,
             exported_upstreams: std::sync::Mutex::new(Vec::new()),
         }
     }

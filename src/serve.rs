@@ -66,7 +66,7 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         write_reply(session, ctx, reply).await?;
         return Ok(true);
     }
-    if let Some(refusal) = admit(state, session, port, ctx) {
+    if let Some(refusal) = admit(state, session, port, ctx).await {
         let reply = ctx.route.envelope().refuse(&refusal);
         write_reply(session, ctx, reply).await?;
         return Ok(true);
@@ -84,15 +84,24 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         Route::Research => Box::pin(research(state, session, ctx)).await?,
         Route::Mcp => Box::pin(mcp(state, session, ctx)).await?,
         Route::Models => state.openai.models(),
-        Route::ChatCompletions => {
-            return Box::pin(openai(state, session, ctx, Endpoint::ChatCompletions)).await;
-        }
-        Route::Completions => {
-            return Box::pin(openai(state, session, ctx, Endpoint::Completions)).await;
+        Route::ChatCompletions | Route::Completions => {
+            let endpoint = if ctx.route == Route::ChatCompletions {
+                Endpoint::ChatCompletions
+            } else {
+                Endpoint::Completions
+            };
+            let served = Box::pin(openai(state, session, ctx, endpoint)).await;
+            // The answer was written as it streamed: its tokens are charged
+            // once it is over.
+            charge_tokens(state, ctx).await;
+            return served;
         }
         Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
         Route::NotFound => Reply::detail(404, "Not Found"),
     };
+    // Before the answer goes out, so that the client's next request, on any
+    // replica, already sees the tokens spent.
+    charge_tokens(state, ctx).await;
     write_reply(session, ctx, reply).await?;
     Ok(true)
 }
@@ -139,19 +148,14 @@ fn listener_refusal(state: &AppState, port: Option<u16>, route: Route) -> Option
     (!allowed).then(|| Reply::detail(404, "Not Found"))
 }
 
-/// Client key and rate limit: `Some(refusal)` when the request is refused.
-fn admit(
+/// Client key and limits: `Some(refusal)` when the request is refused.
+async fn admit(
     state: &AppState,
     session: &Session,
     port: Option<u16>,
     ctx: &mut RequestCtx,
 ) -> Option<Refusal> {
     let on_metrics_listener = port.is_some() && port == state.metrics_port;
-    let ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| ClientId::Ip(a.ip()))
-        .unwrap_or(ClientId::Unknown);
     let client = if state.keys.enabled() && ctx.route.needs_key(on_metrics_listener) {
         let authorization = session
             .req_header()
@@ -170,20 +174,48 @@ fn admit(
             }
         }
     } else {
-        ip
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| ClientId::Ip(a.ip()))
+            .unwrap_or(ClientId::Unknown)
     };
-    ctx.client = Some(client.clone());
-    if ctx.route.rate_limited()
-        && let Err(refusal) = state.rate_limit.check(&client)
+    let refused = if ctx.route.rate_limited() && state.rate_limit.enabled() {
+        state
+            .rate_limit
+            .admit(&client, state.limits_of(&client))
+            .await
+            .err()
+    } else {
+        None
+    };
+    ctx.client = Some(client);
+    let refusal = refused?;
+    let limit = match refusal {
+        crate::auth::Refusal::TokensSpent(_) => "tokens",
+        crate::auth::Refusal::LimitsUnavailable => "unavailable",
+        _ => "requests",
+    };
+    state
+        .metrics
+        .rate_limited
+        .with_label_values(&[ctx.route.label(), limit])
+        .inc();
+    Some(refusal.into())
+}
+
+/// Charges the tokens an upstream spent on this request to its client
+/// (cached answers spent none).
+async fn charge_tokens(state: &AppState, ctx: &RequestCtx) {
+    if let (Some(client), Some(tokens)) = (&ctx.client, ctx.tokens)
+        && ctx.cache != Some(CacheOutcome::Hit)
+        && ctx.route.rate_limited()
     {
         state
-            .metrics
-            .rate_limited
-            .with_label_values(&[ctx.route.label()])
-            .inc();
-        return Some(refusal.into());
+            .rate_limit
+            .charge(client, state.limits_of(client), tokens)
+            .await;
     }
-    None
 }
 
 /// `POST /v1/research`: the body within the limit, validated, then the
@@ -281,6 +313,7 @@ async fn mcp(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> R
     };
     let answer = state.mcp.answer(&state.mcp_tools(), &request, &body).await;
     ctx.upstream = answer.upstream;
+    ctx.tokens = answer.tokens;
     Ok(answer.reply)
 }
 

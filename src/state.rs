@@ -3,7 +3,9 @@
 //! limits), how it is built, and what carries over when a reload builds the
 //! next one. Also the count of requests in flight, across reloads.
 
-use crate::auth::{ClientKeys, RateLimit};
+use crate::auth::ClientKeys;
+use crate::limits::Limits;
+use crate::shared::SharedStore;
 use crate::client::UpstreamClient;
 use crate::config::{Config, ConfigError, Problem};
 use crate::guard::ClientLimits;
@@ -32,7 +34,10 @@ pub struct AppState {
     pub keys: ClientKeys,
     /// Limits on clients: head size, head and body deadlines, keep-alive.
     pub limits: ClientLimits,
-    pub rate_limit: Arc<RateLimit>,
+    /// Requests and tokens per client (in Redis with `redis:`).
+    pub rate_limit: Arc<Limits>,
+    /// The Redis that replicas share state through, with `redis:`.
+    pub shared: Option<Arc<SharedStore>>,
     /// The MCP transport's origin policy and sessions (kept across reloads).
     pub mcp: Arc<McpServer>,
     /// Ports of `metrics_listen` and `health_listen`, parsed once per
@@ -42,6 +47,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The limits `client` is held to: its key's own, else `rate_limit`'s.
+    pub fn limits_of(&self, client: &crate::auth::ClientId) -> &crate::config::RateLimitConfig {
+        match client {
+            crate::auth::ClientId::Key(n, _) => self
+                .keys
+                .limits_of(*n)
+                .unwrap_or(&self.config.rate_limit),
+            _ => &self.config.rate_limit,
+        }
+    }
+
     /// What MCP's tools run on.
     pub fn mcp_tools(&self) -> Tools<'_> {
         Tools {
@@ -63,6 +79,8 @@ pub enum StartError {
     Upstream(PoolError),
     /// `auth.keys_file` (or `auth.keys`) could not be read or holds a bad key.
     Keys(String),
+    /// `redis.url` cannot be used.
+    Redis(String),
 }
 
 impl StartError {
@@ -75,6 +93,10 @@ impl StartError {
             },
             StartError::Keys(why) => Problem {
                 at: "auth".into(),
+                why: why.clone(),
+            },
+            StartError::Redis(why) => Problem {
+                at: "redis.url".into(),
                 why: why.clone(),
             },
         }
@@ -126,9 +148,26 @@ pub fn build_state(
             .enabled
             .then(|| Arc::new(ResearchCache::new(&config.cache))),
     };
+    let shared = match (previous, &config.redis) {
+        (_, None) => None,
+        (Some(p), Some(redis)) if p.config.redis.as_ref() == Some(redis) => p.shared.clone(),
+        (_, Some(redis)) => Some(Arc::new(
+            SharedStore::new(redis, metrics.clone()).map_err(StartError::Redis)?,
+        )),
+    };
+    let keys = ClientKeys::from_config(&config.auth, &config.rate_limit).map_err(StartError::Keys)?;
     let rate_limit = match previous {
-        Some(p) if p.config.rate_limit == config.rate_limit => p.rate_limit.clone(),
-        _ => Arc::new(RateLimit::from_config(&config.rate_limit)),
+        Some(p)
+            if p.config.rate_limit == config.rate_limit
+                && p.config.auth == config.auth
+                && p.config.redis == config.redis =>
+        {
+            p.rate_limit.clone()
+        }
+        _ => Arc::new(Limits::new(
+            std::iter::once(&config.rate_limit).chain(keys.all_limits()),
+            shared.clone(),
+        )),
     };
     let caller = Arc::new(Caller::new(
         config,
@@ -139,9 +178,10 @@ pub fn build_state(
     Ok(Arc::new(AppState {
         research: ResearchService::new(config, caller.clone(), metrics.clone(), cache),
         openai: OpenAiService::new(config, caller),
-        keys: ClientKeys::from_config(&config.auth).map_err(StartError::Keys)?,
+        keys,
         limits: ClientLimits::from_config(&config.limits),
         rate_limit,
+        shared,
         mcp,
         pool,
         client,

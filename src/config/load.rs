@@ -226,13 +226,24 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<String>, String> {
 
 /// Every client key `auth` configures, `keys` first, then the file's: each
 /// one once, since the position of a key is the client's identity.
-pub fn client_keys(auth: &super::AuthConfig) -> Result<Vec<String>, String> {
-    let mut keys: Vec<String> = auth.keys.iter().map(|k| k.trim().to_string()).collect();
+pub fn client_keys(auth: &super::AuthConfig) -> Result<Vec<super::KeyEntry>, String> {
+    let mut keys: Vec<super::KeyEntry> = auth
+        .keys
+        .iter()
+        .map(|k| super::KeyEntry {
+            key: k.key.trim().to_string(),
+            ..k.clone()
+        })
+        .collect();
     if let Some(file) = &auth.keys_file {
-        keys.extend(read_keys_file(Path::new(file))?);
+        keys.extend(
+            read_keys_file(Path::new(file))?
+                .into_iter()
+                .map(super::KeyEntry::plain),
+        );
     }
-    for (i, key) in keys.iter().enumerate() {
-        if let Some(j) = keys[..i].iter().position(|k| k == key) {
+    for (i, entry) in keys.iter().enumerate() {
+        if let Some(j) = keys[..i].iter().position(|k| k.key == entry.key) {
             return Err(format!(
                 "key {} is the same as key {} (counting auth.keys, then keys_file): \
                  each key must be given once",

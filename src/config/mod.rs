@@ -51,6 +51,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
     pub cache: CacheConfig,
+    /// State shared by every replica (limits, the research cache, MCP
+    /// sessions). Unset: each gateway keeps its own, in process.
+    pub redis: Option<RedisConfig>,
     pub access_log: AccessLogConfig,
     pub shutdown: ShutdownConfig,
     /// A second address serving only `/metrics` and `/status`, without client
@@ -65,13 +68,97 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Keys written here (use `${VAR}` to take them from the environment).
-    pub keys: Vec<String>,
+    /// Keys written here (use `${VAR}` to take them from the environment):
+    /// each a plain key, or `{key, name, requests_per_second, burst,
+    /// tokens_per_minute}` to name it and give it its own limits.
+    pub keys: Vec<KeyEntry>,
     /// A file with one key per line (`#` starts a comment), read at start and reload.
     pub keys_file: Option<String>,
 }
 
-/// Requests per second and burst per client key (per client IP without keys).
+/// One client key, with its own name and limits or the defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(from = "KeyEntryForm")]
+pub struct KeyEntry {
+    pub key: String,
+    /// Shown in logs as the client and used for its limits in Redis; unset:
+    /// `key#n`, its position among the keys.
+    pub name: Option<String>,
+    /// Overrides of `rate_limit` for this key (0 turns that limit off).
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl KeyEntry {
+    /// A key with the default limits.
+    pub fn plain(key: impl Into<String>) -> KeyEntry {
+        KeyEntry {
+            key: key.into(),
+            name: None,
+            requests_per_second: None,
+            burst: None,
+            tokens_per_minute: None,
+        }
+    }
+
+    /// This key's limits: its own where it sets them, else `defaults`.
+    pub fn limits(&self, defaults: &RateLimitConfig) -> RateLimitConfig {
+        RateLimitConfig {
+            requests_per_second: self
+                .requests_per_second
+                .unwrap_or(defaults.requests_per_second),
+            burst: self.burst.unwrap_or(defaults.burst),
+            tokens_per_minute: self.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
+        }
+    }
+}
+
+impl From<&str> for KeyEntry {
+    fn from(key: &str) -> KeyEntry {
+        KeyEntry::plain(key)
+    }
+}
+
+/// How a key is written: a string, or a map with the key and its settings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyEntryForm {
+    Plain(String),
+    Full(FullKeyEntry),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullKeyEntry {
+    key: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    requests_per_second: Option<f64>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default)]
+    tokens_per_minute: Option<u64>,
+}
+
+impl From<KeyEntryForm> for KeyEntry {
+    fn from(form: KeyEntryForm) -> KeyEntry {
+        match form {
+            KeyEntryForm::Plain(key) => KeyEntry::plain(key),
+            KeyEntryForm::Full(f) => KeyEntry {
+                key: f.key,
+                name: f.name,
+                requests_per_second: f.requests_per_second,
+                burst: f.burst,
+                tokens_per_minute: f.tokens_per_minute,
+            },
+        }
+    }
+}
+
+/// Limits per client key (per client IP without keys); `auth.keys` entries
+/// may override each.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
@@ -79,6 +166,9 @@ pub struct RateLimitConfig {
     pub requests_per_second: f64,
     /// Requests allowed at once above the rate.
     pub burst: u32,
+    /// Prompt plus completion tokens per minute, from the upstreams' usage,
+    /// charged when an answer arrives; 0 turns the token limit off.
+    pub tokens_per_minute: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -86,8 +176,51 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             requests_per_second: 0.0,
             burst: 20,
+            tokens_per_minute: 0,
         }
     }
+}
+
+/// The Redis server that replicas share state through.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host[:port][/db]` or `rediss://…` (TLS); write the
+    /// password as `${VAR}`.
+    pub url: String,
+    /// Put before every key, so that several gateways (or other programs)
+    /// can share one Redis.
+    pub prefix: String,
+    /// TCP connect plus TLS and `AUTH`, per attempt.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// One command's wait for its answer; past it the command counts as
+    /// failed and Redis is treated as down until it answers again.
+    #[serde(with = "duration_text")]
+    pub command_timeout: Duration,
+    /// What limits do while Redis cannot be reached: `allow` the request
+    /// (the default: an outage of Redis is not an outage of the gateway) or
+    /// `deny` it with 503.
+    pub on_failure: OnRedisFailure,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            prefix: "context7:".into(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(200),
+            on_failure: OnRedisFailure::Allow,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisFailure {
+    Allow,
+    Deny,
 }
 
 /// Cache of research answers (opt-in).
@@ -202,6 +335,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             cache: CacheConfig::default(),
+            redis: None,
             access_log: AccessLogConfig::default(),
             shutdown: ShutdownConfig::default(),
             metrics_listen: None,

@@ -183,7 +183,7 @@ impl Config {
                 }
             }
         }
-        if self.auth.keys.iter().any(|k| k.trim().len() < 8) {
+        if self.auth.keys.iter().any(|k| k.key.trim().len() < 8) {
             problem(
                 "auth.keys",
                 "every key needs at least 8 characters (an unset variable gives an empty one)"
@@ -197,16 +197,40 @@ impl Config {
         } else if let Err(why) = super::client_keys(&self.auth) {
             problem("auth", why);
         }
-        if !(self.rate_limit.requests_per_second.is_finite()
-            && self.rate_limit.requests_per_second >= 0.0)
-        {
-            problem(
-                "rate_limit.requests_per_second",
-                "must be a number of 0 or more".into(),
+        let mut key_names = HashSet::new();
+        for (i, entry) in self.auth.keys.iter().enumerate() {
+            let at = |field: &str| format!("auth.keys[{i}].{field}");
+            if let Some(name) = &entry.name {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    problem(
+                        &at("name"),
+                        format!("{name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"),
+                    );
+                } else if name.starts_with("key#") || !key_names.insert(name.as_str()) {
+                    problem(&at("name"), format!("{name:?} is used twice"));
+                }
+            }
+            check_limits(
+                &at(""),
+                &entry.limits(&self.rate_limit),
+                &mut |field, why| problem(field, why),
             );
         }
-        if self.rate_limit.requests_per_second > 0.0 && self.rate_limit.burst == 0 {
-            problem("rate_limit.burst", "must be at least 1".into());
+        check_limits("rate_limit.", &self.rate_limit, &mut |field, why| {
+            problem(field, why)
+        });
+        if let Some(redis) = &self.redis {
+            if let Err(why) = check_redis_url(&redis.url) {
+                problem("redis.url", why);
+            }
+            if redis.prefix.len() > 256 {
+                problem("redis.prefix", "must be at most 256 bytes".into());
+            }
         }
         if self.cache.enabled && (self.cache.max_entries == 0 || self.cache.max_bytes == 0) {
             problem(
@@ -250,7 +274,7 @@ impl Config {
 
     /// Every duration setting: its field, its value (`None` when unset or
     /// off), and what a zero is told (`None`: zero is allowed).
-    fn durations(&self) -> [(&'static str, Option<Duration>, Option<&'static str>); 18] {
+    fn durations(&self) -> [(&'static str, Option<Duration>, Option<&'static str>); 20] {
         const POSITIVE: Option<&str> = Some("must be longer than zero");
         let set = Some;
         [
@@ -328,6 +352,16 @@ impl Config {
                 set(self.shutdown.grace_period),
                 None,
             ),
+            (
+                "redis.connect_timeout",
+                self.redis.as_ref().map(|r| r.connect_timeout),
+                POSITIVE,
+            ),
+            (
+                "redis.command_timeout",
+                self.redis.as_ref().map(|r| r.command_timeout),
+                POSITIVE,
+            ),
         ]
     }
 
@@ -337,19 +371,6 @@ impl Config {
     /// Each is refused here, with its field, rather than panicking on the
     /// request path or in a reload.
     fn check_ranges(&self, problem: &mut impl FnMut(&str, String)) {
-        let rate = self.rate_limit.requests_per_second;
-        if rate > 0.0 && !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            problem(
-                "rate_limit.requests_per_second",
-                format!("{rate} is outside {MIN_RATE} to {MAX_RATE} (0 turns the limit off)"),
-            );
-        }
-        if self.rate_limit.burst > MAX_BURST {
-            problem(
-                "rate_limit.burst",
-                format!("{} is more than {MAX_BURST}", self.rate_limit.burst),
-            );
-        }
         for (at, value, max) in [
             ("pool.in_flight_weight", self.pool.in_flight_weight, 1000.0),
             ("retries.budget_ratio", self.retries.budget_ratio, 1000.0),
@@ -380,6 +401,59 @@ impl Config {
     }
 }
 
+/// Checks one set of limits (`rate_limit`, or a key's own, `at` being the
+/// field prefix): rates the limiter can hold, a burst when a rate is set.
+fn check_limits(at: &str, limits: &RateLimitConfig, problem: &mut impl FnMut(&str, String)) {
+    let field = |name: &str| format!("{at}{name}");
+    let rate = limits.requests_per_second;
+    if !(rate.is_finite() && rate >= 0.0) {
+        problem(
+            &field("requests_per_second"),
+            "must be a number of 0 or more".into(),
+        );
+    } else if rate > 0.0 && !(MIN_RATE..=MAX_RATE).contains(&rate) {
+        problem(
+            &field("requests_per_second"),
+            format!("{rate} is outside {MIN_RATE} to {MAX_RATE} (0 turns the limit off)"),
+        );
+    }
+    if rate > 0.0 && limits.burst == 0 {
+        problem(&field("burst"), "must be at least 1".into());
+    }
+    if limits.burst > MAX_BURST {
+        problem(
+            &field("burst"),
+            format!("{} is more than {MAX_BURST}", limits.burst),
+        );
+    }
+    if limits.tokens_per_minute > MAX_TOKENS_PER_MINUTE {
+        problem(
+            &field("tokens_per_minute"),
+            format!(
+                "{} is more than {MAX_TOKENS_PER_MINUTE}",
+                limits.tokens_per_minute
+            ),
+        );
+    }
+}
+
+/// What is wrong with a Redis URL, quoted without its password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let shown = without_userinfo(url);
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(format!(
+            "{shown:?} must start with redis:// or rediss:// (TLS)"
+        ));
+    }
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(_) => Ok(()),
+        // The crate's own message can quote the URL, password included.
+        Err(_) => Err(format!(
+            "{shown:?} is not a Redis URL such as redis://:${{REDIS_PASSWORD}}@redis:6379/0"
+        )),
+    }
+}
+
 /// The longest duration any setting may hold: far beyond any sensible value,
 /// and far from where `Instant + Duration` overflows.
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -388,6 +462,8 @@ const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 const MIN_RATE: f64 = 0.001;
 const MAX_RATE: f64 = 1_000_000.0;
 const MAX_BURST: u32 = 1_000_000;
+/// Far beyond any GPU's output, far from overflowing the limiter's arithmetic.
+const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000_000;
 const MIN_WEIGHT: f64 = 0.000_001;
 const MAX_WEIGHT: f64 = 1_000_000.0;
 const MAX_ATTEMPTS: u32 = 100;

@@ -152,7 +152,8 @@ impl Envelope {
 /// Why the service refused a request before its route ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// 401 or 429: a missing or wrong key, or over the rate.
+    /// 401, 429 or 503: a missing or wrong key, over a limit, or limits
+    /// that cannot be checked.
     Admission(Admission),
     /// 408: the body was not all there within `limits.client_body_timeout`.
     BodyTimedOut(Duration),
@@ -198,7 +199,7 @@ impl From<crate::auth::Refusal> for Refusal {
                 ),
             },
             Auth::RateLimited(wait) => {
-                let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let seconds = whole_seconds(wait);
                 Admission {
                     status: 429,
                     message: format!("Rate limit exceeded: retry after {seconds} s"),
@@ -207,8 +208,35 @@ impl From<crate::auth::Refusal> for Refusal {
                     header: ("Retry-After", seconds.to_string()),
                 }
             }
+            Auth::TokensSpent(wait) => {
+                let seconds = whole_seconds(wait);
+                Admission {
+                    status: 429,
+                    message: format!(
+                        "Token limit exceeded: this key's tokens per minute are spent; retry \
+                         after {seconds} s"
+                    ),
+                    kind: "rate_limit_error",
+                    code: "tokens_per_minute_exceeded",
+                    header: ("Retry-After", seconds.to_string()),
+                }
+            }
+            Auth::LimitsUnavailable => Admission {
+                status: 503,
+                message: "Service Unavailable: the shared rate limits cannot be checked (Redis \
+                          is unreachable and redis.on_failure is deny); retry shortly"
+                    .into(),
+                kind: "server_error",
+                code: "limits_unavailable",
+                header: ("Retry-After", "1".into()),
+            },
         })
     }
+}
+
+/// A wait as `Retry-After` gives it: whole seconds, rounded up, at least 1.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A complete answer written by the gateway itself.

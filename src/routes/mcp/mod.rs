@@ -107,6 +107,8 @@ pub fn initialize_result(
 pub struct McpAnswer {
     pub reply: Reply,
     pub upstream: Option<String>,
+    /// Tokens an upstream spent on the answer (a tool's research, uncached).
+    pub tokens: Option<u64>,
 }
 
 impl From<Reply> for McpAnswer {
@@ -114,6 +116,7 @@ impl From<Reply> for McpAnswer {
         McpAnswer {
             reply,
             upstream: None,
+            tokens: None,
         }
     }
 }
@@ -257,6 +260,7 @@ impl McpServer {
             return refusal.into();
         }
         let mut upstream = None;
+        let mut tokens = None;
         let mut tool = "";
         let outcome = match method.as_str() {
             "ping" => Ok(json!({})),
@@ -269,8 +273,9 @@ impl McpServer {
                     .map_or("other", tool_label);
                 match parse_tool_call(params.as_ref()) {
                     Ok(call) => {
-                        let (result, served_by) = run_tool(tools, call).await;
+                        let (result, served_by, spent) = run_tool(tools, call).await;
                         upstream = served_by;
+                        tokens = spent;
                         Ok(result)
                     }
                     Err(error) => Err(error),
@@ -299,6 +304,7 @@ impl McpServer {
         McpAnswer {
             reply: respond(framing, &message),
             upstream,
+            tokens,
         }
     }
 

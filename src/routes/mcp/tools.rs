@@ -298,18 +298,27 @@ pub struct Tools<'a> {
 }
 
 /// Runs a validated tool call; research goes through the shared service.
-pub(crate) async fn run_tool(tools: &Tools<'_>, call: ToolCall) -> (Value, Option<String>) {
+/// The upstream and the upstream tokens (none for a cached answer) each
+/// tool's answer cost: `(result, upstream, tokens)`.
+pub(crate) async fn run_tool(
+    tools: &Tools<'_>,
+    call: ToolCall,
+) -> (Value, Option<String>, Option<u64>) {
     match call {
         ToolCall::Research(request) => {
-            let outcome = tools.research.answer(&request, false).await.outcome;
-            let upstream = match &outcome {
-                Ok(answer) => Some(answer.upstream.clone()),
-                Err(failure) => failure.upstream.clone(),
+            let researched = tools.research.answer(&request, false).await;
+            let cached = researched.cache == Some(super::super::research::CacheOutcome::Hit);
+            let (upstream, tokens) = match &researched.outcome {
+                Ok(answer) => (
+                    Some(answer.upstream.clone()),
+                    (!cached).then_some(answer.tokens_used),
+                ),
+                Err(failure) => (failure.upstream.clone(), None),
             };
-            (research_result(&outcome), upstream)
+            (research_result(&researched.outcome), upstream, tokens)
         }
-        ToolCall::ListModels => (list_models_result(tools.pool), None),
-        ToolCall::UpstreamStatus => (upstream_status_result(tools.pool), None),
+        ToolCall::ListModels => (list_models_result(tools.pool), None, None),
+        ToolCall::UpstreamStatus => (upstream_status_result(tools.pool), None, None),
     }
 }
 

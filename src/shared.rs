@@ -1,0 +1,373 @@
+//! The Redis connection that replicas share state through (`redis:`): one
+//! multiplexed connection, made and remade in the background, each command
+//! under its deadline, and whether Redis is up. While it is down every
+//! command fails at once instead of waiting, each failure is counted in
+//! `context7_redis_errors_total{op}`, and the outage is logged once, when it
+//! begins and when it ends. What is kept there, and what each user does
+//! when it cannot be reached, is theirs: `limits`, the research cache and
+//! MCP sessions.
+
+use crate::config::{OnRedisFailure, RedisConfig, without_userinfo};
+use crate::metrics::Metrics;
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How often a connected store checks that Redis still answers, so that an
+/// outage of an idle gateway is noticed and logged, and its end too.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Reconnection attempts back off from the first to the last.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_LAST: Duration = Duration::from_secs(2);
+
+/// Why a command did not run or did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Redis is down (or not reached yet): nothing was sent.
+    Down,
+    /// No answer within `redis.command_timeout`.
+    TimedOut,
+    /// The connection failed, or Redis answered with an error.
+    Failed(String),
+}
+
+/// Redis as `/status` and `/ping` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    /// `connecting` (never reached yet), `up` or `down`.
+    pub state: &'static str,
+    /// The URL without its password.
+    pub url: String,
+    /// When the state last changed.
+    #[serde(serialize_with = "iso")]
+    pub since: SystemTime,
+    /// The error that began the current outage, or ended the last one.
+    pub last_error: Option<String>,
+    /// Outages since the gateway started.
+    pub outages: u64,
+    /// Operations that failed or were skipped since the gateway started.
+    pub failed_operations: u64,
+}
+
+fn iso<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::routes::iso_time(*t))
+}
+
+struct Link {
+    state: &'static str,
+    since: SystemTime,
+    down_at: Option<Instant>,
+    last_error: Option<String>,
+    outages: u64,
+    failed: u64,
+    failed_in_outage: u64,
+}
+
+/// One Redis server, shared by every request of every state built for the
+/// same `redis:` settings (a reload that keeps them keeps the connection).
+pub struct SharedStore {
+    client: redis::Client,
+    /// `Some` while Redis is up; commands clone it (a handle on one
+    /// multiplexed connection).
+    connection: ArcSwapOption<MultiplexedConnection>,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    on_failure: OnRedisFailure,
+    shown_url: String,
+    link: Mutex<Link>,
+    /// Wakes the background loop when a command found Redis gone.
+    lost: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl SharedStore {
+    /// A store for `config` (validated), not connected yet: [`Self::maintain`]
+    /// connects, in the background.
+    pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<SharedStore, String> {
+        let shown_url = without_userinfo(&config.url);
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|_| format!("{shown_url:?} is not a Redis URL"))?;
+        Ok(SharedStore {
+            client,
+            connection: ArcSwapOption::empty(),
+            prefix: config.prefix.clone(),
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            on_failure: config.on_failure,
+            shown_url,
+            link: Mutex::new(Link {
+                state: "connecting",
+                since: SystemTime::now(),
+                down_at: None,
+                last_error: None,
+                outages: 0,
+                failed: 0,
+                failed_in_outage: 0,
+            }),
+            lost: Notify::new(),
+            metrics,
+        })
+    }
+
+    /// `prefix` + `rest`: every key the gateway writes.
+    pub fn key(&self, rest: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + rest.len());
+        key.push_str(&self.prefix);
+        key.push_str(rest);
+        key
+    }
+
+    /// What limits do while Redis cannot be reached.
+    pub fn on_failure(&self) -> OnRedisFailure {
+        self.on_failure
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.connection.load().is_some()
+    }
+
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let link = self.link();
+        StoreStatus {
+            state: link.state,
+            url: self.shown_url.clone(),
+            since: link.since,
+            last_error: link.last_error.clone(),
+            outages: link.outages,
+            failed_operations: link.failed,
+        }
+    }
+
+    /// Runs `cmd`, named `op` in the error count.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let Some(mut connection) = self.connection() else {
+            return Err(self.failed(op, StoreError::Down));
+        };
+        self.finish(
+            op,
+            tokio::time::timeout(self.command_timeout, cmd.query_async(&mut connection)).await,
+        )
+    }
+
+    /// Runs a Lua script (by its digest; sent whole once after Redis lost it).
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let Some(mut connection) = self.connection() else {
+            return Err(self.failed(op, StoreError::Down));
+        };
+        self.finish(
+            op,
+            tokio::time::timeout(self.command_timeout, script.invoke_async(&mut connection)).await,
+        )
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.connection.load().as_deref().cloned()
+    }
+
+    fn finish<T>(
+        &self,
+        op: &'static str,
+        outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Err(_) => {
+                self.lose(format!(
+                    "no answer within redis.command_timeout ({})",
+                    humantime::format_duration(self.command_timeout)
+                ));
+                Err(self.failed(op, StoreError::TimedOut))
+            }
+            Ok(Err(e)) => {
+                let why = describe(&e);
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.lose(why.clone());
+                }
+                Err(self.failed(op, StoreError::Failed(why)))
+            }
+        }
+    }
+
+    /// Counts a failed or skipped operation.
+    fn failed(&self, op: &'static str, error: StoreError) -> StoreError {
+        self.metrics.redis_errors.with_label_values(&[op]).inc();
+        let mut link = self.link();
+        link.failed += 1;
+        link.failed_in_outage += 1;
+        error
+    }
+
+    /// Redis stopped answering: drop the connection, so that commands fail at
+    /// once, and have the background loop reconnect.
+    fn lose(&self, why: String) {
+        if self.connection.swap(None).is_some() {
+            self.mark_down(why);
+            self.lost.notify_one();
+        }
+    }
+
+    fn mark_down(&self, why: String) {
+        let mut link = self.link();
+        if link.state == "down" {
+            return;
+        }
+        let was_connecting = link.state == "connecting";
+        link.state = "down";
+        link.since = SystemTime::now();
+        link.down_at = Some(Instant::now());
+        link.outages += 1;
+        link.failed_in_outage = 0;
+        link.last_error = Some(why.clone());
+        self.metrics.redis_up.set(0);
+        let limits = match self.on_failure {
+            OnRedisFailure::Allow => "allowed without limits",
+            OnRedisFailure::Deny => "refused (redis.on_failure: deny)",
+        };
+        log::warn!(
+            "redis {}: {} ({why}); until it answers, requests are {limits}, the research cache \
+             is skipped and MCP sessions are not found",
+            self.shown_url,
+            if was_connecting {
+                "cannot be reached"
+            } else {
+                "lost"
+            },
+        );
+    }
+
+    fn mark_up(&self, connection: MultiplexedConnection) {
+        self.connection.store(Some(Arc::new(connection)));
+        self.metrics.redis_up.set(1);
+        let mut link = self.link();
+        let previous = std::mem::replace(&mut link.state, "up");
+        link.since = SystemTime::now();
+        match (previous, link.down_at.take()) {
+            ("down", Some(down_at)) => log::info!(
+                "redis {}: reachable again after {:.1}s ({} operations failed or were skipped)",
+                self.shown_url,
+                down_at.elapsed().as_secs_f64(),
+                link.failed_in_outage
+            ),
+            _ => log::info!("redis {}: connected", self.shown_url),
+        }
+    }
+
+    /// One step of the background loop: connects when not connected, else
+    /// checks that Redis answers. Returns how long to wait before the next
+    /// step (which [`Self::wait`] cuts short when a command loses Redis).
+    pub async fn maintain(&self, backoff: &mut Duration) -> Duration {
+        if let Some(mut connection) = self.connection() {
+            let ping = redis::cmd("PING");
+            let answer = tokio::time::timeout(
+                self.command_timeout,
+                ping.query_async::<String>(&mut connection),
+            )
+            .await;
+            match answer {
+                Ok(Ok(_)) => return PING_INTERVAL,
+                Ok(Err(e)) => self.lose(describe(&e)),
+                Err(_) => self.lose(format!(
+                    "no answer to PING within redis.command_timeout ({})",
+                    humantime::format_duration(self.command_timeout)
+                )),
+            }
+            *backoff = RECONNECT_FIRST;
+            return Duration::ZERO;
+        }
+        match self.connect().await {
+            Ok(connection) => {
+                self.mark_up(connection);
+                *backoff = RECONNECT_FIRST;
+                PING_INTERVAL
+            }
+            Err(why) => {
+                self.mark_down(why);
+                let wait = *backoff;
+                *backoff = (*backoff * 2).min(RECONNECT_LAST);
+                wait
+            }
+        }
+    }
+
+    /// Waits `pause`, or less when a command found Redis gone.
+    pub async fn wait(&self, pause: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = self.lost.notified() => {}
+        }
+    }
+
+    /// A new connection, checked with a PING, all within the connect timeout:
+    /// a Redis that accepts connections but does not answer (stopped, or
+    /// loading) is not up.
+    async fn connect(&self) -> Result<MultiplexedConnection, String> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let attempt = async {
+            let mut connection = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| describe(&e))?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map_err(|e| describe(&e))?;
+            Ok(connection)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no connection within redis.connect_timeout ({})",
+                humantime::format_duration(self.connect_timeout)
+            )),
+        }
+    }
+}
+
+/// A Redis error as logs and `/status` show it: the crate's text, which
+/// names the kind and the server's message but never the URL.
+fn describe(e: &redis::RedisError) -> String {
+    crate::pool::call::shorten(e.to_string())
+}
+
+/// The background service that keeps the current store connected.
+pub async fn keep_connected(
+    current: impl Fn() -> Option<Arc<SharedStore>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_FIRST;
+    loop {
+        let Some(store) = current() else {
+            tokio::select! {
+                _ = tokio::time::sleep(PING_INTERVAL) => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let pause = crate::task::guarded("redis", &store.metrics, store.maintain(&mut backoff))
+            .await
+            .unwrap_or(RECONNECT_LAST);
+        tokio::select! {
+            _ = store.wait(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
