@@ -138,7 +138,10 @@ impl Limits {
             return Ok(());
         }
         match &self.shared {
-            Some(store) => self.admit_shared(store, client, quota, tokens_per_minute).await,
+            Some(store) => {
+                self.admit_shared(store, client, quota, tokens_per_minute)
+                    .await
+            }
             None => {
                 if tokens_per_minute > 0 {
                     self.tokens.check(client, tokens_per_minute)?;

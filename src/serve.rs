@@ -72,8 +72,12 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         return Ok(true);
     }
     let reply = match ctx.route {
-        Route::Ping => local::ping(&state.pool, state.config.ping_always_200),
-        Route::Status => local::status(&state.pool),
+        Route::Ping => local::ping(
+            &state.pool,
+            state.config.ping_always_200,
+            state.shared.as_deref(),
+        ),
+        Route::Status => local::status(&state.pool, state.shared.as_deref()),
         Route::Root => local::root(),
         Route::Docs => local::docs(),
         Route::OpenApi => local::openapi(),

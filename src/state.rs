@@ -4,17 +4,17 @@
 //! next one. Also the count of requests in flight, across reloads.
 
 use crate::auth::ClientKeys;
-use crate::limits::Limits;
-use crate::shared::SharedStore;
 use crate::client::UpstreamClient;
 use crate::config::{Config, ConfigError, Problem};
 use crate::guard::ClientLimits;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::pool::call::Caller;
 use crate::pool::{Pool, PoolError};
 use crate::routes::mcp::{McpServer, Tools};
 use crate::routes::openai::OpenAiService;
 use crate::routes::research::{ResearchCache, ResearchService};
+use crate::shared::SharedStore;
 use arc_swap::ArcSwap;
 use std::fmt;
 use std::sync::Arc;
@@ -50,10 +50,9 @@ impl AppState {
     /// The limits `client` is held to: its key's own, else `rate_limit`'s.
     pub fn limits_of(&self, client: &crate::auth::ClientId) -> &crate::config::RateLimitConfig {
         match client {
-            crate::auth::ClientId::Key(n, _) => self
-                .keys
-                .limits_of(*n)
-                .unwrap_or(&self.config.rate_limit),
+            crate::auth::ClientId::Key(n, _) => {
+                self.keys.limits_of(*n).unwrap_or(&self.config.rate_limit)
+            }
             _ => &self.config.rate_limit,
         }
     }
@@ -137,17 +136,6 @@ pub fn build_state(
         Some(p) => p.client.clone(),
         None => Arc::new(UpstreamClient::new()),
     };
-    let mcp = match previous {
-        Some(p) if p.config.mcp == config.mcp => p.mcp.clone(),
-        _ => Arc::new(McpServer::new(&config.mcp)),
-    };
-    let cache = match previous {
-        Some(p) if p.config.cache == config.cache => p.research.cache().cloned(),
-        _ => config
-            .cache
-            .enabled
-            .then(|| Arc::new(ResearchCache::new(&config.cache))),
-    };
     let shared = match (previous, &config.redis) {
         (_, None) => None,
         (Some(p), Some(redis)) if p.config.redis.as_ref() == Some(redis) => p.shared.clone(),
@@ -155,7 +143,21 @@ pub fn build_state(
             SharedStore::new(redis, metrics.clone()).map_err(StartError::Redis)?,
         )),
     };
-    let keys = ClientKeys::from_config(&config.auth, &config.rate_limit).map_err(StartError::Keys)?;
+    let mcp = match previous {
+        Some(p) if p.config.mcp == config.mcp && p.config.redis == config.redis => p.mcp.clone(),
+        _ => Arc::new(McpServer::new(&config.mcp, shared.clone())),
+    };
+    let cache = match previous {
+        Some(p) if p.config.cache == config.cache && p.config.redis == config.redis => {
+            p.research.cache().cloned()
+        }
+        _ => config
+            .cache
+            .enabled
+            .then(|| Arc::new(ResearchCache::new(&config.cache, shared.clone()))),
+    };
+    let keys =
+        ClientKeys::from_config(&config.auth, &config.rate_limit).map_err(StartError::Keys)?;
     let rate_limit = match previous {
         Some(p)
             if p.config.rate_limit == config.rate_limit

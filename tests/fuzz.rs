@@ -335,8 +335,11 @@ fn run_once(config: &Config) {
                 )));
             let _ = pool.cost(&upstream, tokio::time::Instant::now());
         }
-        let limit = context7_lb::auth::RateLimit::from_config(&config.rate_limit);
-        let _ = limit.check(&context7_lb::auth::ClientId::Unknown);
+        let limit = context7_lb::limits::Limits::new([&config.rate_limit], None);
+        let client_id = context7_lb::auth::ClientId::Unknown;
+        let _ = limit.admit(&client_id, &config.rate_limit).await;
+        limit.charge(&client_id, &config.rate_limit, u64::MAX).await;
+        let _ = limit.admit(&client_id, &config.rate_limit).await;
         let client = std::sync::Arc::new(context7_lb::client::UpstreamClient::new());
         let caller = Caller::new(config, pool.clone(), client, metrics);
         let prepare = |_: &context7_lb::pool::Upstream| Prepared {

@@ -3,6 +3,7 @@
 use super::{Reply, iso_timestamp};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::shared::SharedStore;
 use serde_json::json;
 
 /// `GET /ping`: the original service's health answer plus the pool's counts.
@@ -12,7 +13,10 @@ use serde_json::json;
 /// 200 once an upstream is routable, 503 when none is. With no upstream
 /// configured it answers 200 as the original service did, and
 /// `ping_always_200` restores the original's unconditional 200.
-pub fn ping(pool: &Pool, always_200: bool) -> Reply {
+///
+/// With `redis:` it says whether Redis answers (`"redis": "up"`), which never
+/// changes its status: the gateway serves without Redis.
+pub fn ping(pool: &Pool, always_200: bool, shared: Option<&SharedStore>) -> Reply {
     let routable = pool.routable_count();
     let (status, health) = if always_200 || pool.is_empty() {
         (200, "healthy")
@@ -28,21 +32,22 @@ pub fn ping(pool: &Pool, always_200: bool) -> Reply {
     } else {
         (503, "unhealthy")
     };
-    Reply::json(
-        status,
-        &json!({
-            "status": health,
-            "service": "context7-mcp",
-            "timestamp": iso_timestamp(),
-            "vllm_configured": !pool.is_empty(),
-            "upstreams": {"healthy": pool.healthy_count(), "routable": routable, "total": pool.upstreams().len()},
-        }),
-    )
+    let mut body = json!({
+        "status": health,
+        "service": "context7-mcp",
+        "timestamp": iso_timestamp(),
+        "vllm_configured": !pool.is_empty(),
+        "upstreams": {"healthy": pool.healthy_count(), "routable": routable, "total": pool.upstreams().len()},
+    });
+    if let Some(store) = shared {
+        body["redis"] = json!(store.status().state);
+    }
+    Reply::json(status, &body)
 }
 
 /// `GET /status`: every upstream with its state, checks, errors and load.
 /// Holds no key: upstreams expose only their origin and path.
-pub fn status(pool: &Pool) -> Reply {
+pub fn status(pool: &Pool, shared: Option<&SharedStore>) -> Reply {
     let now = tokio::time::Instant::now();
     let wall = std::time::SystemTime::now();
     let at = super::iso_time;
@@ -82,6 +87,7 @@ pub fn status(pool: &Pool) -> Reply {
             },
             "routable": pool.routable_count(),
             "upstreams": upstreams,
+            "redis": shared.map(SharedStore::status),
         }),
     )
 }

@@ -27,9 +27,11 @@ use super::{Refusal, Reply};
 use crate::config::McpConfig;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::shared::SharedStore;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -141,10 +143,11 @@ pub struct McpServer {
 }
 
 impl McpServer {
-    pub fn new(config: &McpConfig) -> McpServer {
+    /// The server for `config`, its sessions in `shared` when it is set.
+    pub fn new(config: &McpConfig, shared: Option<Arc<SharedStore>>) -> McpServer {
         McpServer {
             origins: OriginPolicy::new(&config.allowed_origins),
-            sessions: SessionStore::new(config.session_idle_timeout, config.max_sessions),
+            sessions: SessionStore::new(config.session_idle_timeout, config.max_sessions, shared),
         }
     }
 
@@ -203,7 +206,7 @@ impl McpServer {
     /// before reading the body, so it is not run again here).
     pub async fn answer(&self, tools: &Tools<'_>, request: &HttpRequest, body: &[u8]) -> McpAnswer {
         if request.method == http::Method::DELETE {
-            return self.end_session(request).into();
+            return self.end_session(request).await.into();
         }
         let count = |method: &str, tool: &str, outcome: &str| {
             tools
@@ -223,7 +226,7 @@ impl McpServer {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
             Message::Notification { method } => {
-                if let Err(refusal) = self.check_session(request) {
+                if let Err(refusal) = self.check_session(request).await {
                     count(method_label(&method), "", "refused");
                     return refusal.into();
                 }
@@ -231,7 +234,7 @@ impl McpServer {
                 return Reply::empty(202).into();
             }
             Message::Response => {
-                if let Err(refusal) = self.check_session(request) {
+                if let Err(refusal) = self.check_session(request).await {
                     count("response", "", "refused");
                     return refusal.into();
                 }
@@ -243,7 +246,7 @@ impl McpServer {
             // A new session, whatever session header came with it.
             return match initialize_result(params.as_ref()) {
                 Ok((version, result)) => {
-                    let session = self.sessions.create(version);
+                    let session = self.sessions.create(version).await;
                     count("initialize", "", "ok");
                     respond(framing, &rpc_result(&id, result))
                         .with_header(SESSION_HEADER, session)
@@ -255,7 +258,7 @@ impl McpServer {
                 }
             };
         }
-        if let Err(refusal) = self.check_session(request) {
+        if let Err(refusal) = self.check_session(request).await {
             count(method_label(&method), "", "refused");
             return refusal.into();
         }
@@ -311,7 +314,7 @@ impl McpServer {
     /// Every message but `initialize` needs a supported version (when it says
     /// one) and a live session: 400 without a session id, 404 for an unknown
     /// or expired one, so that the client starts over.
-    fn check_session(&self, request: &HttpRequest) -> Result<(), Reply> {
+    async fn check_session(&self, request: &HttpRequest) -> Result<(), Reply> {
         if let Some(version) = request.protocol_version.as_deref()
             && !SUPPORTED_VERSIONS.contains(&version)
         {
@@ -334,19 +337,19 @@ impl McpServer {
                 ),
             ));
         };
-        match self.sessions.touch(session) {
+        match self.sessions.touch(session).await {
             Some(_) => Ok(()),
             None => Err(session_not_found()),
         }
     }
 
     /// `DELETE /mcp`: ends the session named in the header.
-    fn end_session(&self, request: &HttpRequest) -> Reply {
-        if let Err(refusal) = self.check_session(request) {
+    async fn end_session(&self, request: &HttpRequest) -> Reply {
+        if let Err(refusal) = self.check_session(request).await {
             return refusal;
         }
         match request.session_id.as_deref() {
-            Some(session) if self.sessions.remove(session) => Reply::empty(200),
+            Some(session) if self.sessions.remove(session).await => Reply::empty(200),
             _ => session_not_found(),
         }
     }

@@ -1,4 +1,8 @@
-//! MCP sessions: made by `initialize`, bounded in number and idle time.
+//! MCP sessions: made by `initialize`, bounded in number and idle time. With
+//! `redis:` they live in Redis, so that a session made on one replica is
+//! usable and ended on any; while Redis cannot be reached, `initialize` makes
+//! sessions here (used only through this replica) and a session this replica
+//! does not hold is not found, so the client initializes again.
 
 use super::*;
 
@@ -20,15 +24,74 @@ pub struct SessionStore {
     sessions: Mutex<HashMap<String, SessionEntry>>,
     idle_timeout: Duration,
     max_sessions: usize,
+    shared: Option<Arc<SharedStore>>,
 }
 
 impl SessionStore {
-    pub fn new(idle_timeout: Duration, max_sessions: usize) -> SessionStore {
+    pub fn new(
+        idle_timeout: Duration,
+        max_sessions: usize,
+        shared: Option<Arc<SharedStore>>,
+    ) -> SessionStore {
         SessionStore {
             sessions: Mutex::new(HashMap::new()),
             idle_timeout,
             max_sessions: max_sessions.max(1),
+            shared,
         }
+    }
+
+    fn shared_key(store: &SharedStore, id: &str) -> String {
+        store.key(&format!("mcp:session:{id}"))
+    }
+
+    /// Starts a session and returns its id: in Redis when it is configured
+    /// and answers, else here.
+    pub async fn create(&self, protocol_version: &'static str) -> String {
+        if let Some(store) = &self.shared {
+            let id = new_session_id();
+            let mut set = redis::cmd("SET");
+            set.arg(Self::shared_key(store, &id))
+                .arg(protocol_version)
+                .arg("PX")
+                .arg(self.idle_timeout.as_millis() as u64);
+            if store.query::<()>("session_create", &set).await.is_ok() {
+                return id;
+            }
+        }
+        self.create_local(protocol_version)
+    }
+
+    /// Marks a session used; its negotiated version, or `None` when the id
+    /// is unknown, expired, or kept in a Redis that cannot be reached.
+    pub async fn touch(&self, id: &str) -> Option<&'static str> {
+        if let Some(version) = self.touch_local(id) {
+            return Some(version);
+        }
+        let store = self.shared.as_ref().filter(|_| is_session_id(id))?;
+        let mut get = redis::cmd("GETEX");
+        get.arg(Self::shared_key(store, id))
+            .arg("PX")
+            .arg(self.idle_timeout.as_millis() as u64);
+        let version: Option<String> = store.query("session_touch", &get).await.ok()?;
+        let version = version?;
+        SUPPORTED_VERSIONS.iter().copied().find(|v| *v == version)
+    }
+
+    /// Ends a session; `false` when there was none live with that id.
+    pub async fn remove(&self, id: &str) -> bool {
+        if self.remove_local(id) {
+            return true;
+        }
+        let Some(store) = self.shared.as_ref().filter(|_| is_session_id(id)) else {
+            return false;
+        };
+        let mut del = redis::cmd("DEL");
+        del.arg(Self::shared_key(store, id));
+        store
+            .query::<u64>("session_end", &del)
+            .await
+            .is_ok_and(|n| n > 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
@@ -36,10 +99,10 @@ impl SessionStore {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a session and returns its id. Expired sessions are dropped
+    /// Starts a session here and returns its id. Expired sessions are dropped
     /// first; at the limit, the one idle the longest makes room. Both are a
     /// scan of the map, which is fine at one `initialize` per client.
-    pub fn create(&self, protocol_version: &'static str) -> String {
+    fn create_local(&self, protocol_version: &'static str) -> String {
         let now = Instant::now();
         let id = new_session_id();
         let mut sessions = self.lock();
@@ -66,7 +129,7 @@ impl SessionStore {
 
     /// Marks a session used; its negotiated version, or `None` when the id
     /// is unknown or the session sat idle too long (it is then dropped).
-    pub fn touch(&self, id: &str) -> Option<&'static str> {
+    fn touch_local(&self, id: &str) -> Option<&'static str> {
         let now = Instant::now();
         let mut sessions = self.lock();
         let session = sessions.get_mut(id)?;
@@ -78,15 +141,14 @@ impl SessionStore {
         Some(session.protocol_version)
     }
 
-    /// Ends a session; `false` when there was none live with that id.
-    pub fn remove(&self, id: &str) -> bool {
+    fn remove_local(&self, id: &str) -> bool {
         let now = Instant::now();
         self.lock()
             .remove(id)
             .is_some_and(|s| now.duration_since(s.last_used) < self.idle_timeout)
     }
 
-    /// Sessions held, expired ones not yet dropped included.
+    /// Sessions held here (not in Redis), expired ones not yet dropped included.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -94,6 +156,12 @@ impl SessionStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether `id` has the form of the ids this server makes: anything else is
+/// not looked up in Redis.
+fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// 32 hex digits, visible ASCII as the transport requires.
@@ -113,50 +181,50 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sessions_expire_after_the_idle_timeout_exactly() {
-        let store = SessionStore::new(Duration::from_secs(60), 10);
-        let id = store.create("2025-11-25");
+        let store = SessionStore::new(Duration::from_secs(60), 10, None);
+        let id = store.create("2025-11-25").await;
         assert_eq!(id.len(), 32);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(
-            store.touch(&id),
+            store.touch(&id).await,
             Some("2025-11-25"),
             "use restarts the clock"
         );
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(store.touch(&id).is_some());
+        assert!(store.touch(&id).await.is_some());
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(store.touch(&id), None, "idle for the whole timeout");
+        assert_eq!(store.touch(&id).await, None, "idle for the whole timeout");
         assert!(store.is_empty(), "an expired session is dropped");
-        assert_eq!(store.touch("nope"), None);
+        assert_eq!(store.touch("nope").await, None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_session_idle_longest_makes_room() {
-        let store = SessionStore::new(Duration::from_secs(600), 2);
-        let first = store.create("2025-11-25");
+        let store = SessionStore::new(Duration::from_secs(600), 2, None);
+        let first = store.create("2025-11-25").await;
         tokio::time::advance(Duration::from_secs(1)).await;
-        let second = store.create("2025-11-25");
+        let second = store.create("2025-11-25").await;
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(store.touch(&first).is_some());
-        let third = store.create("2025-06-18");
+        assert!(store.touch(&first).await.is_some());
+        let third = store.create("2025-06-18").await;
         assert_eq!(store.len(), 2);
-        assert!(store.touch(&second).is_none(), "idle the longest");
-        assert!(store.touch(&first).is_some());
-        assert_eq!(store.touch(&third), Some("2025-06-18"));
-        assert!(store.remove(&third));
-        assert!(!store.remove(&third));
+        assert!(store.touch(&second).await.is_none(), "idle the longest");
+        assert!(store.touch(&first).await.is_some());
+        assert_eq!(store.touch(&third).await, Some("2025-06-18"));
+        assert!(store.remove(&third).await);
+        assert!(!store.remove(&third).await);
         assert_ne!(first, third);
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_sessions_are_swept_when_a_new_one_starts() {
-        let store = SessionStore::new(Duration::from_secs(10), 100);
+        let store = SessionStore::new(Duration::from_secs(10), 100, None);
         for _ in 0..5 {
-            store.create("2025-11-25");
+            store.create("2025-11-25").await;
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        store.create("2025-11-25");
+        store.create("2025-11-25").await;
         assert_eq!(store.len(), 1);
     }
 }

@@ -157,8 +157,8 @@ impl ResearchService {
             .cache_lookups
             .with_label_values(&[cached.as_str()])
             .inc();
-        let outcome = result.map(|answer| {
-            let mut answer = (*answer).clone();
+        let outcome = result.map(|entry| {
+            let mut answer = entry.answer();
             if cached == CacheOutcome::Hit {
                 // A cached answer is served now: its latency and time are this request's.
                 answer.latency_ms = started.elapsed().as_millis() as u64;
