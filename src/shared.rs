@@ -186,23 +186,23 @@ impl SharedStore {
         op: &'static str,
         outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, StoreError> {
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Err(_) => {
+        let error = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if !e.is_timeout() => e,
+            // The connection's own response timeout is the same deadline.
+            _ => {
                 self.lose(format!(
                     "no answer within redis.command_timeout ({})",
                     humantime::format_duration(self.command_timeout)
                 ));
-                Err(self.failed(op, StoreError::TimedOut))
+                return Err(self.failed(op, StoreError::TimedOut));
             }
-            Ok(Err(e)) => {
-                let why = describe(&e);
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.lose(why.clone());
-                }
-                Err(self.failed(op, StoreError::Failed(why)))
-            }
+        };
+        let why = describe(&error);
+        if error.is_io_error() || error.is_connection_dropped() {
+            self.lose(why.clone());
         }
+        Err(self.failed(op, StoreError::Failed(why)))
     }
 
     /// Counts a failed or skipped operation.

@@ -46,9 +46,46 @@ impl Answer {
     }
 }
 
+/// A gateway to send requests to: one in this process, or a child process,
+/// and the client key sent with every request ([`WithKey`]).
+pub trait At {
+    /// `http://127.0.0.1:PORT`.
+    fn url(&self) -> String;
+
+    fn bearer(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A gateway, with `Authorization: Bearer <key>` on every request sent
+/// through [`send`] that does not carry one.
+pub struct WithKey<'a, G: At>(pub &'a G, pub &'a str);
+
+impl<G: At> At for WithKey<'_, G> {
+    fn url(&self) -> String {
+        self.0.url()
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        Some(self.1)
+    }
+}
+
+impl At for RunningGateway {
+    fn url(&self) -> String {
+        RunningGateway::url(self)
+    }
+}
+
+impl At for super::process::Process {
+    fn url(&self) -> String {
+        super::process::Process::url(self)
+    }
+}
+
 /// Sends `method path` with exactly `headers` (and `body`, if any).
 pub async fn send(
-    gw: &RunningGateway,
+    gw: &impl At,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -57,6 +94,13 @@ pub async fn send(
     let mut request = client().request(method.parse().unwrap(), format!("{}{path}", gw.url()));
     for (name, value) in headers {
         request = request.header(*name, *value);
+    }
+    if let Some(key) = gw.bearer()
+        && !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        request = request.bearer_auth(key);
     }
     if let Some(body) = body {
         request = request.body(body.to_string());

@@ -1,8 +1,7 @@
 //! An MCP client over plain HTTP, as the official SDK speaks to `/mcp`:
 //! its headers, initialize, a session, requests in it, tool calls.
 
-use super::http::{Answer, send};
-use context7_lb::app::RunningGateway;
+use super::http::{Answer, At, send};
 use serde_json::{Value, json};
 
 /// The headers the official SDK sends with every POST.
@@ -12,7 +11,7 @@ pub const SDK_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// POSTs one message with the SDK's headers, plus the session and version.
-pub async fn post(gw: &RunningGateway, session: Option<&str>, message: &Value) -> Answer {
+pub async fn post(gw: &impl At, session: Option<&str>, message: &Value) -> Answer {
     let mut headers = SDK_HEADERS.to_vec();
     if let Some(session) = session {
         headers.push(("mcp-session-id", session));
@@ -30,7 +29,7 @@ pub fn initialize_message(version: &str) -> Value {
 }
 
 /// Initializes and sends `notifications/initialized`; returns the session id.
-pub async fn open_session(gw: &RunningGateway) -> String {
+pub async fn open_session(gw: &impl At) -> String {
     let answer = post(gw, None, &initialize_message("2025-11-25")).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let session = answer.headers["mcp-session-id"]
@@ -43,13 +42,7 @@ pub async fn open_session(gw: &RunningGateway) -> String {
 }
 
 /// A request in a session; asserts HTTP 200 and returns the JSON-RPC answer.
-pub async fn call(
-    gw: &RunningGateway,
-    session: &str,
-    id: u64,
-    method: &str,
-    params: Value,
-) -> Value {
+pub async fn call(gw: &impl At, session: &str, id: u64, method: &str, params: Value) -> Value {
     let answer = post(
         gw,
         Some(session),
@@ -66,7 +59,7 @@ pub async fn call(
 
 /// MCP's `research` tool in `session`; asserts it succeeded and returns its
 /// structured result.
-pub async fn research_tool(gw: &RunningGateway, session: &str, arguments: Value) -> Value {
+pub async fn research_tool(gw: &impl At, session: &str, arguments: Value) -> Value {
     let params = json!({"name": "research", "arguments": arguments});
     let answer = call(gw, session, 1, "tools/call", params).await;
     assert_eq!(answer["result"]["isError"], false, "{answer}");

@@ -9,7 +9,8 @@
 //! - [`raw`]: upstreams over raw sockets, served byte by byte;
 //! - [`mcp`]: an MCP client over HTTP: sessions, requests, tool calls;
 //! - [`load`]: concurrent research traffic and who answered it;
-//! - [`leaks`]: descriptor counts and the leak check.
+//! - [`leaks`]: descriptor counts and the leak check;
+//! - [`redis`]: a real `redis-server` on a held port, killed and restarted at will.
 //!
 //! Every server binds 127.0.0.1 on an ephemeral port that stays bound.
 #![allow(dead_code, unused_imports)]
@@ -22,6 +23,7 @@ pub mod mcp;
 pub mod ports;
 pub mod process;
 pub mod raw;
+pub mod redis;
 pub mod sse;
 
 pub use gateway::*;

@@ -221,7 +221,7 @@ impl ResearchCache {
         let text = serde_json::to_string(key).unwrap_or_default();
         store.key(&format!(
             "cache:{}",
-            sha1_smol::Sha1::from(text.as_bytes()).digest().to_string()
+            sha1_smol::Sha1::from(text.as_bytes()).digest()
         ))
     }
 
