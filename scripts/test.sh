@@ -12,6 +12,15 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The shared-state tests start real redis-server processes (tests/common/redis.rs).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server (Debian's package; the tests start their own, on held ports)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # The package starts a system-wide server; the tests do not use it.
+  as_root service redis-server stop >/dev/null 2>&1 || true
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy --all-targets -- -D warnings"

@@ -216,7 +216,7 @@ impl Metrics {
         );
         let redis_up = prometheus::IntGauge::new(
             "context7_redis_up",
-            "1 while the shared Redis answers, 0 while it does not (absent without redis:).",
+            "1 while the shared Redis answers; 0 while it does not, and without redis:.",
         )
         .expect("valid metric");
         let mut descs = Vec::new();

@@ -54,7 +54,8 @@ pub struct StoreStatus {
 }
 
 fn iso<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::routes::iso_time(*t))
+    let time = chrono::DateTime::<chrono::Utc>::from(*t);
+    s.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Micros, false))
 }
 
 struct Link {
@@ -344,9 +345,14 @@ impl SharedStore {
 }
 
 /// A Redis error as logs and `/status` show it: the crate's text, which
-/// names the kind and the server's message but never the URL.
+/// names the kind and the server's message but never the URL, at most 200
+/// characters.
 fn describe(e: &redis::RedisError) -> String {
-    crate::pool::call::shorten(e.to_string())
+    let text = e.to_string();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// The background service that keeps the current store connected.

@@ -355,3 +355,86 @@ fn a_password_in_a_url_is_never_echoed() {
         ]
     );
 }
+
+#[test]
+fn the_redis_section_and_key_entries_are_read_and_checked() {
+    let config = Config::from_yaml(
+        "auth:\n  keys:\n    - plain-key-123\n    - {key: \"batch-key-456\", name: batch, requests_per_second: 50, burst: 100, tokens_per_minute: 20000}\n\
+         rate_limit:\n  requests_per_second: 5\n  tokens_per_minute: 1000\n\
+         redis:\n  url: \"redis://:${PW}@redis:6379/0\"\n  on_failure: deny\n",
+        &vars(&[("PW", "s3cret-pass")]),
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let redis = config.redis.as_ref().unwrap();
+    assert_eq!(redis.url, "redis://:s3cret-pass@redis:6379/0");
+    assert_eq!(
+        (
+            redis.prefix.as_str(),
+            redis.connect_timeout,
+            redis.command_timeout
+        ),
+        (
+            "context7:",
+            Duration::from_secs(1),
+            Duration::from_millis(200)
+        )
+    );
+    assert_eq!(redis.on_failure, context7_lb::config::OnRedisFailure::Deny);
+    let batch = config.auth.keys[1].limits(&config.rate_limit);
+    assert_eq!(
+        (
+            batch.requests_per_second,
+            batch.burst,
+            batch.tokens_per_minute
+        ),
+        (50.0, 100, 20000)
+    );
+    let plain = config.auth.keys[0].limits(&config.rate_limit);
+    assert_eq!(
+        (
+            plain.requests_per_second,
+            plain.burst,
+            plain.tokens_per_minute
+        ),
+        (5.0, 20, 1000),
+        "a plain key has the defaults"
+    );
+
+    let p = problems(
+        "auth:\n  keys:\n    - {key: \"first-key-123\", name: a, requests_per_second: -1}\n    - {key: \"second-key-456\", name: a, tokens_per_minute: 2000000000000}\n    - {key: \"third-key-789\", name: \"no spaces\"}\n\
+         rate_limit:\n  burst: 0\n  requests_per_second: 1\n\
+         redis:\n  url: \"http://admin:s3cret-pass@redis:6379\"\n  command_timeout: 0s\n",
+        &[],
+    );
+    assert_eq!(
+        p,
+        [
+            "redis.command_timeout: must be longer than zero",
+            "auth.keys[0].requests_per_second: must be a number of 0 or more",
+            "auth.keys[1].name: \"a\" is used twice",
+            "auth.keys[1].tokens_per_minute: 2000000000000 is more than 1000000000000",
+            "auth.keys[2].name: \"no spaces\" must be 1 to 64 letters, digits, '-', '_' or '.'",
+            "rate_limit.burst: must be at least 1",
+            "redis.url: \"http://***@redis:6379\" must start with redis:// or rediss:// (TLS)",
+        ]
+    );
+    let p = problems("redis:\n  url: \"redis://:pw@[bad\"\n", &[]);
+    assert_eq!(
+        p,
+        [
+            "redis.url: \"redis://***@[bad\" is not a Redis URL such as redis://:${REDIS_PASSWORD}@redis:6379/0"
+        ]
+    );
+    let p = problems(
+        "auth:\n  keys:\n    - {key: \"first-key-123\", rate: 5}\n",
+        &[],
+    );
+    assert_eq!(
+        p,
+        [
+            "auth.keys[0].rate (line 3 column 30): unknown field `rate`, expected one of key, \
+          name, requests_per_second, burst, tokens_per_minute"
+        ]
+    );
+}

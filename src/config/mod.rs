@@ -120,12 +120,39 @@ impl From<&str> for KeyEntry {
     }
 }
 
-/// How a key is written: a string, or a map with the key and its settings.
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// How a key is written: a string, or a map with the key and its settings
+/// (read by hand rather than as an untagged enum, so that a wrong field is
+/// named in the error instead of "did not match any variant").
 enum KeyEntryForm {
     Plain(String),
     Full(FullKeyEntry),
+}
+
+impl<'de> Deserialize<'de> for KeyEntryForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = KeyEntryForm;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key, or a map with `key` and optionally `name`, `requests_per_second`, `burst`, `tokens_per_minute`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyEntryForm, E> {
+                Ok(KeyEntryForm::Plain(v.to_string()))
+            }
+            // A key of digits only, written without quotes.
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KeyEntryForm, E> {
+                Ok(KeyEntryForm::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<KeyEntryForm, A::Error> {
+                FullKeyEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(KeyEntryForm::Full)
+            }
+        }
+        d.deserialize_any(Form)
+    }
 }
 
 #[derive(Deserialize)]

@@ -215,10 +215,22 @@ impl Config {
                     problem(&at("name"), format!("{name:?} is used twice"));
                 }
             }
+            // Only what the key sets is its problem; what it inherits is
+            // reported at `rate_limit` (a burst, also when the key sets a rate).
+            let sets = |field: &str| match field.rsplit('.').next() {
+                Some("requests_per_second") => entry.requests_per_second.is_some(),
+                Some("burst") => entry.burst.is_some() || entry.requests_per_second.is_some(),
+                Some("tokens_per_minute") => entry.tokens_per_minute.is_some(),
+                _ => true,
+            };
             check_limits(
                 &at(""),
                 &entry.limits(&self.rate_limit),
-                &mut |field, why| problem(field, why),
+                &mut |field, why| {
+                    if sets(field) {
+                        problem(field, why)
+                    }
+                },
             );
         }
         check_limits("rate_limit.", &self.rate_limit, &mut |field, why| {
