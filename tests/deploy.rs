@@ -66,9 +66,18 @@ fn the_kubernetes_configuration_is_a_valid_gateway_configuration() {
         ("RUNPOD_API_KEY", "k"),
         ("RUNPOD_ENDPOINT_A", "ep-a"),
         ("RUNPOD_ENDPOINT_B", "ep-b"),
+        (
+            "REDIS_URL",
+            "redis://:replace-me-redis-password@context7-lb-redis:6379/0",
+        ),
     ]);
     let config = Config::from_yaml(&yaml, &env).expect("parses");
     config.validate().expect("valid");
     assert_eq!(config.upstreams.len(), 2);
+    assert!(config.redis.is_some(), "the replicas share state");
+    assert!(
+        manifest.contains("key: REDIS_URL}") && manifest.contains("name: context7-lb-redis"),
+        "the URL comes from the Secret, and Redis is part of the kit"
+    );
     assert_eq!(config.metrics_listen.as_deref(), Some("0.0.0.0:9102"));
 }
