@@ -8,6 +8,10 @@
 #   scripts/load-bench.sh                  # 10 s per case, 64 connections
 #   DURATION=30s CONCURRENCY=128 scripts/load-bench.sh
 #
+# A second gateway keeps its limits (requests and tokens, high enough that
+# nothing is refused) and its research cache in a redis-server of its own,
+# to measure what sharing state between replicas costs per request.
+#
 # Prints requests/s, p50, p99, p99.9, errors and peak RSS per case, and the
 # ratios to nginx; writes the same table to target/load-bench/results.md.
 set -euo pipefail
@@ -26,6 +30,12 @@ if ! command -v nginx >/dev/null 2>&1; then
   echo "==> installing nginx-light"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nginx-light >/dev/null
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  as_root service redis-server stop >/dev/null 2>&1 || true
 fi
 OHA=target/tools/bin/oha
 if [ ! -x "$OHA" ]; then
@@ -58,6 +68,8 @@ wait_http() {
 }
 
 S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); BARE_PORT=$(free_port)
+REDIS_PORT=$(free_port); GW_REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$PWD/$out" >"$out/redis.log" 2>&1 & pids+=($!)
 "$BIN" --sim-upstream "127.0.0.1:$S1" >"$out/sim1.log" 2>&1 & pids+=($!)
 "$BIN" --sim-upstream "127.0.0.1:$S2" >"$out/sim2.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$S1/ping"
@@ -108,12 +120,44 @@ for _ in $(seq 1 100); do
   [ "$(curl -fsS "http://127.0.0.1:$GW_PORT/ping" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["upstreams"]["healthy"])' 2>/dev/null)" = 2 ] && break
   sleep 0.1
 done
+# The same gateway with its limits and cache in Redis: rates no request
+# reaches, so that every request pays the check (one script call) and the
+# charge of its tokens (another), and a local cache level too small to hold
+# an answer, so that every cacheable research request is a Redis hit.
+cat >"$out/gateway-redis.yaml" <<EOF
+listen: "127.0.0.1:$GW_REDIS_PORT"
+threads: $THREADS
+access_log:
+  enabled: false
+rate_limit:
+  requests_per_second: 1000000
+  burst: 1000000
+  tokens_per_minute: 1000000000000
+cache:
+  enabled: true
+  max_entries: 1
+  max_bytes: 1
+redis:
+  url: "redis://127.0.0.1:$REDIS_PORT"
+upstreams:
+  - name: sim1
+    base_url: "http://127.0.0.1:$S1/v1"
+  - name: sim2
+    base_url: "http://127.0.0.1:$S2/v1"
+EOF
+RUST_LOG=warn "$BIN" --config "$out/gateway-redis.yaml" >"$out/gateway-redis.log" 2>&1 & GW_REDIS_PID=$!; pids+=($GW_REDIS_PID)
+for _ in $(seq 1 100); do
+  [ "$(curl -fsS "http://127.0.0.1:$GW_REDIS_PORT/ping" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["redis"])' 2>/dev/null)" = up ] && break
+  sleep 0.1
+done
 NGINX_MASTER=$(cat "$out/nginx.pid")
 "$BARE" "127.0.0.1:$BARE_PORT" "$THREADS" "127.0.0.1:$S1" "127.0.0.1:$S2" >"$out/bare.log" 2>&1 & BARE_PID=$!; pids+=($BARE_PID)
 wait_http "http://127.0.0.1:$BARE_PORT/ping"
 
 CHAT='{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"What is vLLM?"}],"max_tokens":16}'
 RESEARCH='{"query":"What is vLLM?","max_tokens":100}'
+RESEARCH_CACHED='{"query":"What is vLLM?","max_tokens":100,"temperature":0}'
+curl -fsS -o /dev/null -H 'Content-Type: application/json' -d "$RESEARCH_CACHED" "http://127.0.0.1:$GW_REDIS_PORT/v1/research"
 
 # Peak resident memory (VmHWM) of a process and its children, in MB.
 peak_rss() {
@@ -170,12 +214,15 @@ for i in $(seq 1 "$REPEAT"); do
   run bare-pingora "http://127.0.0.1:$BARE_PORT/v1/chat/completions" "$CHAT"
   run gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT"
   run gateway-research "http://127.0.0.1:$GW_PORT/v1/research" "$RESEARCH"
+  run redis-chat "http://127.0.0.1:$GW_REDIS_PORT/v1/chat/completions" "$CHAT"
+  run redis-research-hit "http://127.0.0.1:$GW_REDIS_PORT/v1/research" "$RESEARCH_CACHED"
 done
 {
   medians
   echo "{\"rss\": \"nginx\", \"mb\": $(peak_rss "$NGINX_MASTER")}"
   echo "{\"rss\": \"gateway\", \"mb\": $(peak_rss "$GW_PID")}"
   echo "{\"rss\": \"bare\", \"mb\": $(peak_rss "$BARE_PID")}"
+  echo "{\"rss\": \"redis-gateway\", \"mb\": $(peak_rss "$GW_REDIS_PID")}"
 } >"$out/runs.jsonl"
 
 # Half the gateway's saturation rate: what the gateway adds at p99 when it is not the bottleneck.
@@ -185,6 +232,7 @@ for i in $(seq 1 "$REPEAT"); do
   run half-upstream-direct "http://127.0.0.1:$S1/v1/chat/completions" "$CHAT" "$HALF"
   run half-nginx "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" "$CHAT" "$HALF"
   run half-gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT" "$HALF"
+  run half-redis-chat "http://127.0.0.1:$GW_REDIS_PORT/v1/chat/completions" "$CHAT" "$HALF"
 done
 medians | grep '"half-' >>"$out/runs.jsonl"
 
@@ -200,18 +248,22 @@ lines = [f"Machine: {cpu}, {os.cpu_count()} cores; {sys.argv[3]} connections, {s
          "|---|---|---|---|---|---|---|---|---|"]
 for name, label, mem in [("upstream-direct", "upstream directly", ""), ("nginx", "nginx → upstreams", rss.get("nginx", "")),
                          ("bare-pingora", "bare Pingora proxy → upstreams", rss.get("bare", "")),
-                         ("gateway-chat", "gateway /v1/chat/completions", rss.get("gateway", "")), ("gateway-research", "gateway /v1/research", rss.get("gateway", ""))]:
+                         ("gateway-chat", "gateway /v1/chat/completions", rss.get("gateway", "")), ("gateway-research", "gateway /v1/research", rss.get("gateway", "")),
+                         ("redis-chat", "gateway + Redis limits, /v1/chat/completions", rss.get("redis-gateway", "")),
+                         ("redis-research-hit", "gateway + Redis, /v1/research answered from Redis's cache", rss.get("redis-gateway", ""))]:
     r = by[name]
     lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} | {mem} | "
                  f"{r['rps']/nginx['rps']:.2f} | {r['p99']/nginx['p99']:.2f} |")
 h = {k[5:]: v for k, v in by.items() if k.startswith("half-")}
 lines += ["", f"At half the gateway's saturation rate ({int(by['gateway-chat']['rps']/2)} requests/s):", "",
           "| case | p50 ms | p99 ms | p99.9 ms | errors |", "|---|---|---|---|---|"]
-for name in ["upstream-direct", "nginx", "gateway-chat"]:
+for name in ["upstream-direct", "nginx", "gateway-chat", "redis-chat"]:
     r = h[name]
     lines.append(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} |")
 lines += ["", f"Gateway-added p99 at half saturation: {h['gateway-chat']['p99'] - h['upstream-direct']['p99']:.2f} ms "
-          f"(nginx adds {h['nginx']['p99'] - h['upstream-direct']['p99']:.2f} ms)."]
+          f"(nginx adds {h['nginx']['p99'] - h['upstream-direct']['p99']:.2f} ms).",
+          f"Redis-backed limits add, at the same rate: p50 {h['redis-chat']['p50'] - h['gateway-chat']['p50']:.3f} ms, "
+          f"p99 {h['redis-chat']['p99'] - h['gateway-chat']['p99']:.3f} ms per request (a check and a charge: two round trips)."]
 text = "\n".join(lines)
 open(sys.argv[2], "w").write(text + "\n")
 print(text)
