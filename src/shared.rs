@@ -66,15 +66,24 @@ struct Link {
     outages: u64,
     failed: u64,
     failed_in_outage: u64,
+    /// Connections made so far; the current one's number.
+    connections: u64,
+}
+
+/// A live connection and which one it is: a command that fails on a
+/// connection already replaced must not drop its successor.
+struct Connected {
+    connection: MultiplexedConnection,
+    number: u64,
 }
 
 /// One Redis server, shared by every request of every state built for the
 /// same `redis:` settings (a reload that keeps them keeps the connection).
 pub struct SharedStore {
     client: redis::Client,
-    /// `Some` while Redis is up; commands clone it (a handle on one
-    /// multiplexed connection).
-    connection: ArcSwapOption<MultiplexedConnection>,
+    /// `Some` while Redis is up; commands clone its handle on the one
+    /// multiplexed connection.
+    connection: ArcSwapOption<Connected>,
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -109,6 +118,7 @@ impl SharedStore {
                 outages: 0,
                 failed: 0,
                 failed_in_outage: 0,
+                connections: 0,
             }),
             lost: Notify::new(),
             metrics,
@@ -126,10 +136,6 @@ impl SharedStore {
     /// What limits do while Redis cannot be reached.
     pub fn on_failure(&self) -> OnRedisFailure {
         self.on_failure
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.connection.load().is_some()
     }
 
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
@@ -154,13 +160,12 @@ impl SharedStore {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let Some(mut connection) = self.connection() else {
+        let Some((number, mut connection)) = self.connection() else {
             return Err(self.failed(op, StoreError::Down));
         };
-        self.finish(
-            op,
-            tokio::time::timeout(self.command_timeout, cmd.query_async(&mut connection)).await,
-        )
+        let outcome =
+            tokio::time::timeout(self.command_timeout, cmd.query_async(&mut connection)).await;
+        self.finish(op, number, outcome)
     }
 
     /// Runs a Lua script (by its digest; sent whole once after Redis lost it).
@@ -169,22 +174,24 @@ impl SharedStore {
         op: &'static str,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let Some(mut connection) = self.connection() else {
+        let Some((number, mut connection)) = self.connection() else {
             return Err(self.failed(op, StoreError::Down));
         };
-        self.finish(
-            op,
-            tokio::time::timeout(self.command_timeout, script.invoke_async(&mut connection)).await,
-        )
+        let outcome =
+            tokio::time::timeout(self.command_timeout, script.invoke_async(&mut connection)).await;
+        self.finish(op, number, outcome)
     }
 
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        self.connection.load().as_deref().cloned()
+    fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+        let guard = self.connection.load();
+        let connected = guard.as_deref()?;
+        Some((connected.number, connected.connection.clone()))
     }
 
     fn finish<T>(
         &self,
         op: &'static str,
+        number: u64,
         outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, StoreError> {
         let error = match outcome {
@@ -192,16 +199,19 @@ impl SharedStore {
             Ok(Err(e)) if !e.is_timeout() => e,
             // The connection's own response timeout is the same deadline.
             _ => {
-                self.lose(format!(
-                    "no answer within redis.command_timeout ({})",
-                    humantime::format_duration(self.command_timeout)
-                ));
+                self.lose(
+                    number,
+                    format!(
+                        "no answer within redis.command_timeout ({})",
+                        humantime::format_duration(self.command_timeout)
+                    ),
+                );
                 return Err(self.failed(op, StoreError::TimedOut));
             }
         };
         let why = describe(&error);
         if error.is_io_error() || error.is_connection_dropped() {
-            self.lose(why.clone());
+            self.lose(number, why.clone());
         }
         Err(self.failed(op, StoreError::Failed(why)))
     }
@@ -215,17 +225,26 @@ impl SharedStore {
         error
     }
 
-    /// Redis stopped answering: drop the connection, so that commands fail at
-    /// once, and have the background loop reconnect.
-    fn lose(&self, why: String) {
-        if self.connection.swap(None).is_some() {
-            self.mark_down(why);
+    /// Redis stopped answering on connection `number`: drop it (unless it
+    /// was replaced already), so that commands fail at once, and have the
+    /// background loop reconnect.
+    fn lose(&self, number: u64, why: String) {
+        // Under the link's lock, as `mark_up` stores a new connection.
+        let mut link = self.link();
+        let current = self.connection.load();
+        if current.as_ref().is_some_and(|c| c.number == number) {
+            drop(current);
+            self.connection.store(None);
+            self.mark_down_locked(&mut link, why);
             self.lost.notify_one();
         }
     }
 
     fn mark_down(&self, why: String) {
-        let mut link = self.link();
+        self.mark_down_locked(&mut self.link(), why);
+    }
+
+    fn mark_down_locked(&self, link: &mut Link, why: String) {
         if link.state == "down" {
             return;
         }
@@ -254,9 +273,13 @@ impl SharedStore {
     }
 
     fn mark_up(&self, connection: MultiplexedConnection) {
-        self.connection.store(Some(Arc::new(connection)));
-        self.metrics.redis_up.set(1);
         let mut link = self.link();
+        link.connections += 1;
+        self.connection.store(Some(Arc::new(Connected {
+            connection,
+            number: link.connections,
+        })));
+        self.metrics.redis_up.set(1);
         let previous = std::mem::replace(&mut link.state, "up");
         link.since = SystemTime::now();
         match (previous, link.down_at.take()) {
@@ -274,7 +297,7 @@ impl SharedStore {
     /// checks that Redis answers. Returns how long to wait before the next
     /// step (which [`Self::wait`] cuts short when a command loses Redis).
     pub async fn maintain(&self, backoff: &mut Duration) -> Duration {
-        if let Some(mut connection) = self.connection() {
+        if let Some((number, mut connection)) = self.connection() {
             let ping = redis::cmd("PING");
             let answer = tokio::time::timeout(
                 self.command_timeout,
@@ -283,11 +306,14 @@ impl SharedStore {
             .await;
             match answer {
                 Ok(Ok(_)) => return PING_INTERVAL,
-                Ok(Err(e)) => self.lose(describe(&e)),
-                Err(_) => self.lose(format!(
-                    "no answer to PING within redis.command_timeout ({})",
-                    humantime::format_duration(self.command_timeout)
-                )),
+                Ok(Err(e)) => self.lose(number, describe(&e)),
+                Err(_) => self.lose(
+                    number,
+                    format!(
+                        "no answer to PING within redis.command_timeout ({})",
+                        humantime::format_duration(self.command_timeout)
+                    ),
+                ),
             }
             *backoff = RECONNECT_FIRST;
             return Duration::ZERO;

@@ -458,3 +458,58 @@ async fn on_failure_deny_refuses_while_redis_is_unreachable() {
         1.0
     );
 }
+
+/// A wrong Redis password is reported (in `/status` and the log) without
+/// the password, which appears in no answer, metric or log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_is_reported_without_it() {
+    let redis = RedisServer::start_with("password", &["--requirepass", "right-password-123"]);
+    let dir = TempDir::new("redis-password");
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: \"127.0.0.1:0\"\nthreads: 1\nredis:\n  url: \"redis://:${{REDIS_PASSWORD}}@127.0.0.1:{}\"\n",
+            redis.address().port()
+        ),
+    )
+    .unwrap();
+    let mut command = binary();
+    command
+        .arg("--config")
+        .arg(&file)
+        .env("REDIS_PASSWORD", "wrong-password-456")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut gw = Process::spawn(&mut command);
+    redis_is(&gw, "down").await;
+    let status = fetch_json(&format!("{}/status", gw.url()), None).await;
+    assert_eq!(
+        status["redis"]["url"],
+        format!("redis://***@127.0.0.1:{}", redis.address().port())
+    );
+    let error = status["redis"]["last_error"].as_str().unwrap();
+    assert_eq!(
+        error,
+        "Password authentication failed - AuthenticationFailed"
+    );
+    let metrics = get_text_at(&gw, "/metrics").await;
+    gw.signal("INT");
+    let (_, out, logs) = gw.wait(Duration::from_secs(10));
+    for text in [status.to_string(), metrics, out, logs.clone()] {
+        assert!(!text.contains("wrong-password-456"), "{text}");
+    }
+    assert!(logs.contains("cannot be reached"), "{logs}");
+}
+
+async fn get_text_at(gw: &Process, path: &str) -> String {
+    client()
+        .get(format!("{}{path}", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

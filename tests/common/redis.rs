@@ -20,11 +20,17 @@ pub struct RedisServer {
     address: SocketAddr,
     dir: TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` and waits until it answers PING.
     pub fn start(name: &str) -> RedisServer {
+        RedisServer::start_with(name, &[])
+    }
+
+    /// Starts `redis-server` with `extra` arguments (`--requirepass x`).
+    pub fn start_with(name: &str, extra: &[&str]) -> RedisServer {
         let hold = held_port::Hold::loopback();
         let address = hold.address();
         let mut server = RedisServer {
@@ -32,6 +38,7 @@ impl RedisServer {
             address,
             dir: TempDir::new(&format!("redis-{name}")),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.restart();
         server
@@ -55,13 +62,18 @@ impl RedisServer {
             .arg(self.address.port().to_string())
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian's package redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+        // PING answers +PONG, or -NOAUTH with a password set: either way it runs.
+        while !self
+            .command(&["PING"])
+            .is_some_and(|a| a == "+PONG" || a.starts_with("-NOAUTH"))
+        {
             assert!(Instant::now() < deadline, "redis-server did not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
