@@ -134,6 +134,83 @@ async fn the_rate_limit_is_per_client_with_retry_after() {
     stop(gw).await;
 }
 
+/// Without Redis, token budgets are kept in process: research and MCP's
+/// research tool spend the same budget, a key may carry its own, and a
+/// cached answer costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_budgets_in_process_are_per_key_and_spent_by_every_route() {
+    let sims = sims(vec![SimConfig::new("a").answer_tokens(30)]).await;
+    let mut config = config();
+    config.auth.keys = vec![
+        KEY.into(),
+        context7_lb::config::KeyEntry {
+            name: Some("batch".into()),
+            tokens_per_minute: Some(0),
+            ..context7_lb::config::KeyEntry::plain("batch-client-key-1")
+        },
+    ];
+    config.rate_limit.tokens_per_minute = 50;
+    config.cache.enabled = true;
+    let gw = gateway(&sims, config).await;
+    let body = Some(r#"{"query":"What is vLLM?","temperature":0}"#);
+    let (status, _, text) = call(&gw, "POST", "/v1/research", Some(KEY), body).await;
+    assert_eq!(
+        (status, json_body(&text)["tokens_used"].as_u64()),
+        (200, Some(33))
+    );
+    // A cached answer spends nothing: two more hits leave 17 tokens.
+    for _ in 0..2 {
+        let (status, headers, _) = call(&gw, "POST", "/v1/research", Some(KEY), body).await;
+        assert_eq!(
+            (status, &headers["x-cache"]),
+            (200, &"HIT".parse::<reqwest::header::HeaderValue>().unwrap())
+        );
+    }
+    let session = common::mcp::open_session(&WithKey(&gw, KEY)).await;
+    let spent = common::mcp::research_tool(
+        &WithKey(&gw, KEY),
+        &session,
+        json!({"query": "What is vLLM?", "temperature": 0.5}),
+    )
+    .await;
+    assert_eq!(spent["tokens_used"], 33, "MCP spends the same budget");
+    let (status, headers, text) = call(
+        &gw,
+        "POST",
+        "/v1/research",
+        Some(KEY),
+        Some(r#"{"query":"q"}"#),
+    )
+    .await;
+    assert_eq!(status, 429, "{text}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // 66 of 50 spent: 16 tokens of debt plus one, at 1.2 s a token.
+    assert!((20..=21).contains(&wait), "{wait}");
+    assert_eq!(
+        json_body(&text)["detail"],
+        format!(
+            "Token limit exceeded: this key's tokens per minute are spent; retry after {wait} s"
+        )
+    );
+    let (status, _, _) = call(
+        &gw,
+        "POST",
+        "/v1/research",
+        Some("batch-client-key-1"),
+        Some(r#"{"query":"q"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "the batch key has no token limit");
+    let (_, _, metrics) = call(&gw, "GET", "/metrics", Some(KEY), None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "context7_rate_limited_total{limit=\"tokens\",route=\"/v1/research\"} 1"),
+        "{metrics}"
+    );
+    stop(gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_the_rate_limit_is_per_address() {
     let sims = sims(vec![SimConfig::new("a")]).await;
