@@ -279,7 +279,15 @@ async fn openai(
             return Ok(true);
         }
     };
-    match state.openai.serve(session, endpoint, body).await {
+    let count_tokens = ctx
+        .client
+        .as_ref()
+        .is_some_and(|c| state.limits_of(c).tokens_per_minute > 0);
+    match state
+        .openai
+        .serve(session, endpoint, body, count_tokens)
+        .await
+    {
         Ok(served) => {
             ctx.status = 200;
             ctx.upstream = Some(served.upstream);

@@ -1,6 +1,10 @@
 //! A watcher of OpenAI-style Server-Sent Events passing through the gateway:
-//! it never changes or holds back bytes, it only notes, across arbitrary
-//! chunk boundaries, whether `data: [DONE]` arrived and the last `usage`.
+//! it notes, across arbitrary chunk boundaries, whether `data: [DONE]`
+//! arrived and the last `usage`. Fed with [`SseWatcher::feed`] it never
+//! changes or holds back bytes; with [`SseWatcher::pass`] (a watcher made
+//! by [`SseWatcher::hiding_usage`]) it also takes out the usage-only chunk
+//! the gateway asked for on the client's behalf, holding back each event
+//! until it is whole.
 
 use serde_json::Value;
 
@@ -32,11 +36,81 @@ pub struct SseWatcher {
     usage: Option<Usage>,
     events: u64,
     errors: u64,
+    /// Take out usage-only chunks (`choices: []` with `usage`).
+    hide_usage: bool,
 }
 
 impl SseWatcher {
     pub fn new() -> SseWatcher {
         SseWatcher::default()
+    }
+
+    /// A watcher whose [`Self::pass`] takes out usage-only chunks: for a
+    /// client that did not ask for usage when the gateway did.
+    pub fn hiding_usage() -> SseWatcher {
+        SseWatcher {
+            hide_usage: true,
+            ..SseWatcher::default()
+        }
+    }
+
+    /// Notes what `chunk` completes and returns what to send on: `chunk`
+    /// itself, or (hiding usage) the whole events it completes but the
+    /// usage-only ones, the start of an unfinished event held back until
+    /// its end arrives.
+    pub fn pass(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
+        if !self.hide_usage {
+            self.feed(&chunk);
+            return chunk;
+        }
+        let mut out = Vec::with_capacity(self.pending.len() + chunk.len());
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            if self.skipping {
+                // An oversized event passes through uninspected to its end.
+                match find_event_end(&[], rest) {
+                    Some((taken, _)) => {
+                        out.extend_from_slice(&rest[..taken]);
+                        self.skipping = false;
+                        rest = &rest[taken..];
+                    }
+                    None => {
+                        out.extend_from_slice(rest);
+                        break;
+                    }
+                }
+                continue;
+            }
+            match find_event_end(&self.pending, rest) {
+                Some((taken, separator)) => {
+                    self.pending.extend_from_slice(&rest[..taken]);
+                    let body_len = self.pending.len().saturating_sub(separator);
+                    let event = std::mem::take(&mut self.pending);
+                    if !self.inspect(&event[..body_len]) {
+                        out.extend_from_slice(&event);
+                    }
+                    self.pending = event;
+                    self.pending.clear();
+                    rest = &rest[taken..];
+                }
+                None => {
+                    self.pending.extend_from_slice(rest);
+                    if self.pending.len() > MAX_EVENT {
+                        out.append(&mut self.pending);
+                        self.skipping = true;
+                    }
+                    break;
+                }
+            }
+        }
+        out.into()
+    }
+
+    /// What [`Self::pass`] still holds back (an event the stream did not
+    /// finish), to send on when the stream ends.
+    pub fn held_back(&mut self) -> Option<bytes::Bytes> {
+        (self.hide_usage && !self.pending.is_empty())
+            .then(|| std::mem::take(&mut self.pending).into())
     }
 
     /// Notes what a chunk of the stream completes.
@@ -71,9 +145,10 @@ impl SseWatcher {
         }
     }
 
-    fn inspect(&mut self, event: &[u8]) {
+    /// Notes one whole event; `true` when it is a usage-only chunk to hide.
+    fn inspect(&mut self, event: &[u8]) -> bool {
         let Ok(text) = std::str::from_utf8(event) else {
-            return;
+            return false;
         };
         // An event's data is the join of its `data:` lines.
         let mut data = String::new();
@@ -86,19 +161,19 @@ impl SseWatcher {
             }
         }
         if data.is_empty() {
-            return;
+            return false;
         }
         self.events += 1;
         if data.trim() == "[DONE]" {
             self.done = true;
-            return;
+            return false;
         }
         // Only chunks that can carry usage or an error are parsed.
         if !data.contains("\"usage\"") && !data.contains("\"error\"") {
-            return;
+            return false;
         }
         let Ok(value) = serde_json::from_str::<Value>(&data) else {
-            return;
+            return false;
         };
         if value.get("error").is_some()
             || value.get("object").and_then(Value::as_str) == Some("error")
@@ -111,7 +186,13 @@ impl SseWatcher {
                 prompt_tokens: n("prompt_tokens"),
                 completion_tokens: n("completion_tokens"),
             });
+            let no_choices = value
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+            return self.hide_usage && no_choices;
         }
+        false
     }
 
     /// Whether `data: [DONE]` has passed.
@@ -214,6 +295,35 @@ mod tests {
         w.feed(b"data: {\"error\":{\"message\":\"boom\"}}\r\n\r\ndata: [DONE]\r\n\r\n");
         assert_eq!(w.errors(), 1);
         assert!(w.done());
+    }
+
+    #[test]
+    fn hiding_usage_takes_out_only_the_usage_chunk_at_any_boundary() {
+        let bytes = STREAM.as_bytes();
+        let expected = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+            data: [DONE]\n\n";
+        for cut in 0..bytes.len() {
+            let mut w = SseWatcher::hiding_usage();
+            let mut out = w
+                .pass(bytes::Bytes::copy_from_slice(&bytes[..cut]))
+                .to_vec();
+            out.extend_from_slice(&w.pass(bytes::Bytes::copy_from_slice(&bytes[cut..])));
+            assert!(w.held_back().is_none(), "cut at {cut}");
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
+            assert_eq!(w.usage().unwrap().total(), 5);
+            assert!(w.done());
+        }
+        // A chunk with choices and usage (vLLM's continuous usage) stays.
+        let mut w = SseWatcher::hiding_usage();
+        let both = "data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1}}\n\n";
+        assert_eq!(&w.pass(both.into())[..], both.as_bytes());
+        // What a stream cut short left unfinished is handed back.
+        let mut w = SseWatcher::hiding_usage();
+        assert!(w.pass("data: {\"cho".into()).is_empty());
+        assert_eq!(w.held_back().unwrap(), "data: {\"cho");
+        // Without hiding, bytes pass as they are.
+        let mut w = SseWatcher::new();
+        assert_eq!(&w.pass(STREAM.into())[..], bytes);
     }
 
     #[test]

@@ -211,6 +211,56 @@ async fn token_budgets_in_process_are_per_key_and_spent_by_every_route() {
     stop(gw).await;
 }
 
+/// A stream whose client did not ask for usage is charged all the same: the
+/// gateway asks the upstream for it and takes the usage chunk out of what
+/// the client receives; a client that asked gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_spend_the_token_budget_whether_or_not_they_ask_for_usage() {
+    let sims = sims(vec![SimConfig::new("a").answer_tokens(20)]).await;
+    let mut config = config();
+    config.rate_limit.tokens_per_minute = 30;
+    let gw = gateway(&sims, config).await;
+    let stream = |usage: bool| {
+        let mut body = json!({"model": MODEL, "stream": true,
+                              "messages": [{"role": "user", "content": "one two three"}]});
+        if usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&body)
+            .send()
+    };
+    let (text, _) = read_stream(stream(false).await.unwrap(), std::time::Instant::now()).await;
+    let chunks = data_events(&text);
+    assert_eq!(chunks.last(), Some(&"[DONE]"), "{text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "the client did not ask for usage: {text}"
+    );
+    for chunk in &chunks[..chunks.len() - 1] {
+        let chunk: Value = serde_json::from_str(chunk).unwrap();
+        assert!(
+            !chunk["choices"].as_array().unwrap().is_empty(),
+            "no usage-only chunk: {chunk}"
+        );
+    }
+    let upstream_body: Value =
+        serde_json::from_slice(&sims[0].requests().last().unwrap().body).unwrap();
+    assert_eq!(upstream_body["stream_options"]["include_usage"], true);
+    // 23 of 30 spent; the next stream is allowed and overspends.
+    let (text, _) = read_stream(stream(true).await.unwrap(), std::time::Instant::now()).await;
+    assert!(
+        text.contains("\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":20"),
+        "{text}"
+    );
+    let refused = stream(false).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "tokens_per_minute_exceeded");
+    stop(gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_the_rate_limit_is_per_address() {
     let sims = sims(vec![SimConfig::new("a")]).await;

@@ -178,6 +178,9 @@ pub fn refusal(refusal: &Refusal) -> Reply {
 pub struct ParsedRequest {
     pub model: String,
     pub stream: bool,
+    /// `stream_options.include_usage` is `true`: the client wants the
+    /// usage chunk at the end of its stream.
+    pub asks_usage: bool,
     original: Bytes,
 }
 
@@ -237,24 +240,45 @@ impl ParsedRequest {
                 .param("stream"));
             }
         };
+        #[derive(serde::Deserialize)]
+        struct StreamOptions {
+            include_usage: Option<bool>,
+        }
+        let asks_usage = fields
+            .get("stream_options")
+            .and_then(|raw| serde_json::from_str::<StreamOptions>(raw.get()).ok())
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         drop(fields);
         Ok(ParsedRequest {
             model,
             stream,
+            asks_usage,
             original: body,
         })
     }
 
     /// The body for an upstream serving the model as `served`: the client's
-    /// bytes untouched when the name is the same, else with only `model` changed.
-    pub fn body_for(&self, served: &str) -> Bytes {
-        if served == self.model {
+    /// bytes untouched when the name is the same, else with only `model`
+    /// changed; with `ask_usage`, also `stream_options.include_usage` set
+    /// (its other options kept).
+    pub fn body_for(&self, served: &str, ask_usage: bool) -> Bytes {
+        if served == self.model && !ask_usage {
             return self.original.clone();
         }
         let Ok(mut object) = serde_json::from_slice::<Map<String, Value>>(&self.original) else {
             return self.original.clone();
         };
         object.insert("model".into(), Value::String(served.to_string()));
+        if ask_usage {
+            let options = object
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !options.is_object() {
+                *options = Value::Object(Map::new());
+            }
+            options["include_usage"] = Value::Bool(true);
+        }
         serde_json::to_vec(&Value::Object(object))
             .map(Bytes::from)
             .unwrap_or_else(|_| self.original.clone())
@@ -358,13 +382,18 @@ impl OpenAiService {
 
     /// Proxies one request. `Err` means nothing was written yet and the error
     /// is to be answered; `Ok` means the answer was written (or the client left).
+    /// `count_tokens` (the client has a token budget): a stream whose client
+    /// did not ask for usage asks for it upstream, and the usage chunk is
+    /// taken out of what the client receives, so streams are charged too.
     pub async fn serve(
         &self,
         session: &mut Session,
         endpoint: Endpoint,
         body: Bytes,
+        count_tokens: bool,
     ) -> Result<Served, OpenAiError> {
         let request = ParsedRequest::parse(body)?;
+        let ask_usage = count_tokens && request.stream && !request.asks_usage;
         let pool = self.pool();
         if pool.is_empty() {
             return Err(OpenAiError::new(
@@ -404,7 +433,7 @@ impl OpenAiService {
                 .served_name(u, &request.model)
                 .unwrap_or(&request.model);
             Prepared {
-                body: request.body_for(served),
+                body: request.body_for(served, ask_usage),
                 token_model: self.token_model(u, served),
             }
         };
@@ -417,7 +446,7 @@ impl OpenAiService {
         if request.stream {
             // Boxed: a stream lives long enough for one allocation not to
             // matter, and the non-streamed path then carries no room for it.
-            return Box::pin(self.relay_stream(session, &ask, &request.model)).await;
+            return Box::pin(self.relay_stream(session, &ask, &request.model, ask_usage)).await;
         }
         // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
         // from a proxy in between, a body cut short under a matching
@@ -472,24 +501,32 @@ impl OpenAiService {
         session: &mut Session,
         ask: &Ask<'_>,
         model: &str,
+        hide_usage: bool,
     ) -> Result<Served, OpenAiError> {
         let mut stream = match self.caller.open_stream(ask).await {
             Ok(stream) => stream,
             Err(failure) => return Err(self.failure(failure, model, true)),
         };
         let upstream = stream.upstream.name.clone();
-        let first = stream.first.clone();
+        let mut watcher = if hide_usage {
+            SseWatcher::hiding_usage()
+        } else {
+            SseWatcher::new()
+        };
+        let first = watcher.pass(stream.first.clone());
         let written = async {
             let mut header = response_header(200, &stream.content_type, &upstream)?;
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             session
                 .write_response_header(Box::new(header), false)
                 .await?;
+            // Hiding usage can hold the first chunk's only event back whole.
+            if first.is_empty() {
+                return Ok(());
+            }
             session.write_response_body(Some(first), false).await
         }
         .await;
-        let mut watcher = SseWatcher::new();
-        watcher.feed(&stream.first);
         // A stream already started cannot move: when the checks take its
         // upstream out (hung mid-stream), it ends with an error event.
         let serving = stream.upstream.clone();
@@ -503,7 +540,10 @@ impl OpenAiService {
                 tokio::select! {
                     chunk = stream.next_chunk() => match chunk {
                         Ok(Some(chunk)) => {
-                            watcher.feed(&chunk);
+                            let chunk = watcher.pass(chunk);
+                            if chunk.is_empty() {
+                                continue;
+                            }
                             if let Err(e) = session.write_response_body(Some(chunk), false).await {
                                 break client_gone(&e);
                             }
@@ -524,6 +564,11 @@ impl OpenAiService {
         };
         let usage = watcher.usage();
         stream.finish(&ending, usage);
+        if let (Some(held), StreamEnd::Complete | StreamEnd::UpstreamFailed(_)) =
+            (watcher.held_back(), &ending)
+        {
+            let _ = session.write_response_body(Some(held), false).await;
+        }
         match ending {
             StreamEnd::Complete => {
                 let _ = session.write_response_body(None, true).await;
