@@ -9,18 +9,60 @@ use subtle::ConstantTimeEq;
 /// A client as the limits and the access log see it. Never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientId {
-    /// The n-th configured key (1-based), with its name (`key#n` unless the
-    /// configuration names it).
-    Key(usize, Arc<str>),
+    /// The n-th configured key (1-based), with its names.
+    Key(usize, Arc<KeyName>),
     Ip(IpAddr),
     /// No key and no address (should not happen over TCP).
     Unknown,
 }
 
+/// How a key is named: in logs, and in the state replicas share.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct KeyName {
+    /// Its configured `name`, else `key#n`.
+    pub shown: String,
+    /// Its configured `name`, else `key-` and 16 hex digits of a digest of
+    /// the key: the same on every replica whatever the order of the keys
+    /// (a rolling change of the key list), and not the key.
+    pub shared: String,
+}
+
+impl KeyName {
+    pub fn new(position: usize, name: Option<&str>, key: &str) -> KeyName {
+        match name {
+            Some(name) => KeyName {
+                shown: name.to_string(),
+                shared: name.to_string(),
+            },
+            None => {
+                let mut digest = sha1_smol::Sha1::new();
+                digest.update(b"context7-lb client key\0");
+                digest.update(key.as_bytes());
+                let hex = digest.digest().to_string();
+                KeyName {
+                    shown: format!("key#{position}"),
+                    shared: format!("key-{}", &hex[..16]),
+                }
+            }
+        }
+    }
+}
+
+impl ClientId {
+    /// The client's name in the state replicas share (Redis).
+    pub fn shared_name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ClientId::Key(_, name) => std::borrow::Cow::Borrowed(&name.shared),
+            ClientId::Ip(ip) => std::borrow::Cow::Owned(ip.to_string()),
+            ClientId::Unknown => std::borrow::Cow::Borrowed("-"),
+        }
+    }
+}
+
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientId::Key(_, name) => f.write_str(name),
+            ClientId::Key(_, name) => f.write_str(&name.shown),
             ClientId::Ip(ip) => write!(f, "{ip}"),
             ClientId::Unknown => f.write_str("-"),
         }
@@ -46,7 +88,7 @@ pub enum Refusal {
 /// One configured key.
 struct ClientKey {
     secret: Vec<u8>,
-    name: Arc<str>,
+    name: Arc<KeyName>,
     limits: RateLimitConfig,
 }
 
@@ -73,10 +115,7 @@ impl ClientKeys {
                 .into_iter()
                 .enumerate()
                 .map(|(i, entry)| ClientKey {
-                    name: match &entry.name {
-                        Some(name) => Arc::from(name.as_str()),
-                        None => Arc::from(format!("key#{}", i + 1).as_str()),
-                    },
+                    name: Arc::new(KeyName::new(i + 1, entry.name.as_deref(), &entry.key)),
                     limits: entry.limits(defaults),
                     secret: entry.key.into_bytes(),
                 })
@@ -149,14 +188,20 @@ mod tests {
     #[test]
     fn bearer_keys_are_matched_and_identified_by_position() {
         let k = keys(&["first-key-123", "second-key-456"]);
-        assert_eq!(
-            k.check(Some(b"Bearer second-key-456")),
-            Ok(ClientId::Key(2, "key#2".into()))
-        );
-        assert_eq!(
-            k.check(Some(b"bearer  first-key-123 ")),
-            Ok(ClientId::Key(1, "key#1".into()))
-        );
+        let second = k.check(Some(b"Bearer second-key-456")).unwrap();
+        assert!(matches!(second, ClientId::Key(2, _)));
+        assert_eq!(second.to_string(), "key#2");
+        let first = k.check(Some(b"bearer  first-key-123 ")).unwrap();
+        assert!(matches!(first, ClientId::Key(1, _)));
+        // In shared state a key is named by a digest, the same whatever its
+        // position, never by the key.
+        let moved = keys(&["second-key-456", "first-key-123"]);
+        let first_moved = moved.check(Some(b"Bearer first-key-123")).unwrap();
+        assert_eq!(first.shared_name(), first_moved.shared_name());
+        assert_ne!(first.shared_name(), second.shared_name());
+        assert!(first.shared_name().starts_with("key-"));
+        assert_eq!(first.shared_name().len(), 20);
+        assert!(!first.shared_name().contains("first"));
         assert_eq!(
             k.check(Some(b"Bearer nope-nope-nope")),
             Err(Refusal::WrongKey)

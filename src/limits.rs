@@ -124,6 +124,11 @@ impl Limits {
         }
     }
 
+    /// Whether the limits are kept in Redis (each check a round trip).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Whether any client has any limit.
     pub fn enabled(&self) -> bool {
         self.any_requests || self.any_tokens
@@ -181,8 +186,8 @@ impl Limits {
         let token_period_us = token_period_us(tokens_per_minute);
         let mut invocation = self.admit_script.prepare_invoke();
         invocation
-            .key(store.key(&format!("limit:{{{client}}}:requests")))
-            .key(store.key(&format!("limit:{{{client}}}:tokens")))
+            .key(store.key(&format!("limit:{{{}}}:requests", client.shared_name())))
+            .key(store.key(&format!("limit:{{{}}}:tokens", client.shared_name())))
             .arg(period_us)
             .arg(tolerance_us)
             .arg(token_period_us)
@@ -210,7 +215,7 @@ impl Limits {
             Some(store) => {
                 let mut invocation = self.charge_script.prepare_invoke();
                 invocation
-                    .key(store.key(&format!("limit:{{{client}}}:tokens")))
+                    .key(store.key(&format!("limit:{{{}}}:tokens", client.shared_name())))
                     .arg(token_period_us(tokens_per_minute))
                     .arg(tokens)
                     .arg(MAX_TOKEN_DEBT.as_micros() as f64);
@@ -296,6 +301,13 @@ impl TokenLedger {
 mod tests {
     use super::*;
 
+    fn key(n: usize) -> ClientId {
+        ClientId::Key(
+            n,
+            Arc::new(crate::auth::KeyName::new(n, None, &format!("key-{n}"))),
+        )
+    }
+
     fn limits(requests_per_second: f64, burst: u32, tokens_per_minute: u64) -> RateLimitConfig {
         RateLimitConfig {
             requests_per_second,
@@ -308,7 +320,7 @@ mod tests {
     async fn the_request_limit_allows_the_burst_then_says_when() {
         let config = limits(1.0, 3, 0);
         let limit = Limits::new([&config], None);
-        let client = ClientId::Key(1, "key#1".into());
+        let client = key(1);
         for _ in 0..3 {
             assert_eq!(limit.admit(&client, &config).await, Ok(()));
         }
@@ -317,9 +329,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            limit
-                .admit(&ClientId::Key(2, "key#2".into()), &config)
-                .await,
+            limit.admit(&key(2), &config).await,
             Ok(()),
             "allowances are per client"
         );
@@ -330,11 +340,11 @@ mod tests {
         let defaults = limits(1.0, 1, 0);
         let generous = limits(1000.0, 50, 0);
         let limit = Limits::new([&defaults, &generous], None);
-        let client = ClientId::Key(1, "key#1".into());
+        let client = key(1);
         for _ in 0..50 {
             assert_eq!(limit.admit(&client, &generous).await, Ok(()));
         }
-        let other = ClientId::Key(2, "key#2".into());
+        let other = key(2);
         assert_eq!(limit.admit(&other, &defaults).await, Ok(()));
         assert!(limit.admit(&other, &defaults).await.is_err());
         let unlimited = limits(0.0, 1, 0);

@@ -28,6 +28,9 @@ pub struct RequestCtx {
     pub client: Option<ClientId>,
     pub cache: Option<CacheOutcome>,
     pub tokens: Option<u64>,
+    /// Tokens to charge to the client's budget: `tokens`, or an estimate
+    /// for a stream that ended without usage.
+    pub charge: Option<u64>,
     pub query: Option<String>,
     /// Time spent waiting on upstreams, to tell the gateway's own time apart.
     pub upstream_time: std::time::Duration,
@@ -45,6 +48,7 @@ impl RequestCtx {
             client: None,
             cache: None,
             tokens: None,
+            charge: None,
             query: None,
             upstream_time: std::time::Duration::ZERO,
             _in_flight: in_flight,
@@ -81,7 +85,7 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         Route::Root => local::root(),
         Route::Docs => local::docs(),
         Route::OpenApi => local::openapi(),
-        Route::Metrics => local::metrics(&state.metrics, &state.pool),
+        Route::Metrics => local::metrics(&state.metrics, &state.pool, state.shared.as_deref()),
         // The handlers' futures are boxed where they are awaited, so that this
         // future stays small: it is moved into a box for every request, and
         // profiling found that copy among the largest costs of a request.
@@ -95,9 +99,19 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
                 Endpoint::Completions
             };
             let served = Box::pin(openai(state, session, ctx, endpoint)).await;
-            // The answer was written as it streamed: its tokens are charged
-            // once it is over.
-            charge_tokens(state, ctx).await;
+            // The answer was written (as it streamed): its tokens are charged
+            // now, in the background when that takes a Redis round trip, so
+            // that the connection's next request does not wait for it.
+            if state.rate_limit.is_shared() {
+                let (limits, ctx) = (state.rate_limit.clone(), ChargeOf::from(&*ctx, state));
+                tokio::spawn(async move {
+                    if let Some((client, config, tokens)) = ctx.0 {
+                        limits.charge(&client, &config, tokens).await;
+                    }
+                });
+            } else {
+                charge_tokens(state, ctx).await;
+            }
             return served;
         }
         Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
@@ -208,17 +222,28 @@ async fn admit(
     Some(refusal.into())
 }
 
-/// Charges the tokens an upstream spent on this request to its client
-/// (cached answers spent none).
+/// What a request is to be charged: its client, the limits it is held to,
+/// and the tokens an upstream spent on it (cached answers spent none).
+struct ChargeOf(Option<(ClientId, crate::config::RateLimitConfig, u64)>);
+
+impl ChargeOf {
+    fn from(ctx: &RequestCtx, state: &AppState) -> ChargeOf {
+        ChargeOf(match (&ctx.client, ctx.charge) {
+            (Some(client), Some(tokens))
+                if ctx.cache != Some(CacheOutcome::Hit) && ctx.route.rate_limited() =>
+            {
+                let limits = state.limits_of(client);
+                (limits.tokens_per_minute > 0).then(|| (client.clone(), limits.clone(), tokens))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// Charges the tokens an upstream spent on this request to its client.
 async fn charge_tokens(state: &AppState, ctx: &RequestCtx) {
-    if let (Some(client), Some(tokens)) = (&ctx.client, ctx.tokens)
-        && ctx.cache != Some(CacheOutcome::Hit)
-        && ctx.route.rate_limited()
-    {
-        state
-            .rate_limit
-            .charge(client, state.limits_of(client), tokens)
-            .await;
+    if let Some((client, limits, tokens)) = ChargeOf::from(ctx, state).0 {
+        state.rate_limit.charge(&client, &limits, tokens).await;
     }
 }
 
@@ -250,6 +275,7 @@ async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx)
         Ok(answer) => {
             ctx.upstream = Some(answer.upstream.clone());
             ctx.tokens = Some(answer.tokens_used);
+            ctx.charge = ctx.tokens;
             Reply::json(200, &answer).with_header("X-Upstream", answer.upstream)
         }
         Err(failure) => {
@@ -292,6 +318,7 @@ async fn openai(
             ctx.status = 200;
             ctx.upstream = Some(served.upstream);
             ctx.tokens = served.tokens;
+            ctx.charge = served.charge;
         }
         Err(error) => {
             ctx.upstream = error.upstream.clone();
@@ -326,6 +353,7 @@ async fn mcp(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> R
     let answer = state.mcp.answer(&state.mcp_tools(), &request, &body).await;
     ctx.upstream = answer.upstream;
     ctx.tokens = answer.tokens;
+    ctx.charge = answer.tokens;
     Ok(answer.reply)
 }
 

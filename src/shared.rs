@@ -90,8 +90,20 @@ pub struct SharedStore {
     on_failure: OnRedisFailure,
     shown_url: String,
     link: Mutex<Link>,
-    /// Wakes the background loop when a command found Redis gone.
+    /// Wakes the background loop when a command found Redis gone, or the
+    /// requests' runtime became known.
     lost: Notify,
+    /// The runtime requests run on, known from the first command. The
+    /// connection is made there, so that its driver task runs beside the
+    /// requests: a driver on the background runtime cost every command two
+    /// wake-ups of another thread (docs/scaling.md, "What it costs").
+    request_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Whether the current connection was made on `request_runtime`.
+    beside_requests: std::sync::atomic::AtomicBool,
+    /// `true` once the first connection attempt is over: until then (a
+    /// gateway starting, a reload onto a new `redis:`) commands wait for it,
+    /// within `connect_timeout`, rather than finding Redis "down".
+    first_attempt: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -121,6 +133,9 @@ impl SharedStore {
                 connections: 0,
             }),
             lost: Notify::new(),
+            request_runtime: std::sync::OnceLock::new(),
+            beside_requests: std::sync::atomic::AtomicBool::new(false),
+            first_attempt: tokio::sync::watch::Sender::new(false),
             metrics,
         })
     }
@@ -160,7 +175,7 @@ impl SharedStore {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let Some((number, mut connection)) = self.connection() else {
+        let Some((number, mut connection)) = self.connection().await else {
             return Err(self.failed(op, StoreError::Down));
         };
         let outcome =
@@ -174,7 +189,7 @@ impl SharedStore {
         op: &'static str,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let Some((number, mut connection)) = self.connection() else {
+        let Some((number, mut connection)) = self.connection().await else {
             return Err(self.failed(op, StoreError::Down));
         };
         let outcome =
@@ -182,7 +197,28 @@ impl SharedStore {
         self.finish(op, number, outcome)
     }
 
-    fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+    /// The connection for a command of a request, noting the requests'
+    /// runtime the first time; before the first connection attempt is over,
+    /// once it is (within `connect_timeout`).
+    async fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+        if self.request_runtime.get().is_none()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+            && self.request_runtime.set(handle).is_ok()
+        {
+            self.lost.notify_one();
+        }
+        if let Some(connection) = self.current() {
+            return Some(connection);
+        }
+        if !*self.first_attempt.borrow() {
+            let mut attempted = self.first_attempt.subscribe();
+            let _ =
+                tokio::time::timeout(self.connect_timeout, attempted.wait_for(|done| *done)).await;
+        }
+        self.current()
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         let guard = self.connection.load();
         let connected = guard.as_deref()?;
         Some((connected.number, connected.connection.clone()))
@@ -255,14 +291,13 @@ impl SharedStore {
         link.outages += 1;
         link.failed_in_outage = 0;
         link.last_error = Some(why.clone());
-        self.metrics.redis_up.set(0);
         let limits = match self.on_failure {
             OnRedisFailure::Allow => "allowed without limits",
             OnRedisFailure::Deny => "refused (redis.on_failure: deny)",
         };
         log::warn!(
             "redis {}: {} ({why}); until it answers, requests are {limits}, the research cache \
-             is skipped and MCP sessions are not found",
+             is this replica's own and MCP sessions made elsewhere are not found",
             self.shown_url,
             if was_connecting {
                 "cannot be reached"
@@ -272,15 +307,20 @@ impl SharedStore {
         );
     }
 
-    fn mark_up(&self, connection: MultiplexedConnection) {
+    fn mark_up(&self, connection: MultiplexedConnection, beside_requests: bool) {
+        self.beside_requests
+            .store(beside_requests, std::sync::atomic::Ordering::Relaxed);
         let mut link = self.link();
         link.connections += 1;
         self.connection.store(Some(Arc::new(Connected {
             connection,
             number: link.connections,
         })));
-        self.metrics.redis_up.set(1);
         let previous = std::mem::replace(&mut link.state, "up");
+        if previous == "up" {
+            // A connection moved beside the requests: nothing to tell.
+            return;
+        }
         link.since = SystemTime::now();
         match (previous, link.down_at.take()) {
             ("down", Some(down_at)) => log::info!(
@@ -297,7 +337,7 @@ impl SharedStore {
     /// checks that Redis answers. Returns how long to wait before the next
     /// step (which [`Self::wait`] cuts short when a command loses Redis).
     pub async fn maintain(&self, backoff: &mut Duration) -> Duration {
-        if let Some((number, mut connection)) = self.connection() {
+        if let Some((number, mut connection)) = self.current() {
             let ping = redis::cmd("PING");
             let answer = tokio::time::timeout(
                 self.command_timeout,
@@ -305,7 +345,16 @@ impl SharedStore {
             )
             .await;
             match answer {
-                Ok(Ok(_)) => return PING_INTERVAL,
+                Ok(Ok(_)) => {
+                    let misplaced = !self
+                        .beside_requests
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        && self.request_runtime.get().is_some();
+                    if misplaced && let Ok((connection, true)) = self.connect().await {
+                        self.mark_up(connection, true);
+                    }
+                    return PING_INTERVAL;
+                }
                 Ok(Err(e)) => self.lose(number, describe(&e)),
                 Err(_) => self.lose(
                     number,
@@ -318,9 +367,11 @@ impl SharedStore {
             *backoff = RECONNECT_FIRST;
             return Duration::ZERO;
         }
-        match self.connect().await {
-            Ok(connection) => {
-                self.mark_up(connection);
+        let attempt = self.connect().await;
+        self.first_attempt.send_replace(true);
+        match attempt {
+            Ok((connection, beside_requests)) => {
+                self.mark_up(connection, beside_requests);
                 *backoff = RECONNECT_FIRST;
                 PING_INTERVAL
             }
@@ -333,39 +384,51 @@ impl SharedStore {
         }
     }
 
-    /// Waits `pause`, or less when a command found Redis gone.
-    pub async fn wait(&self, pause: Duration) {
+    /// Waits `pause`; `true` when cut short because a command found Redis
+    /// gone (or the requests' runtime became known).
+    pub async fn wait(&self, pause: Duration) -> bool {
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = self.lost.notified() => {}
+            _ = tokio::time::sleep(pause) => false,
+            _ = self.lost.notified() => true,
         }
     }
 
     /// A new connection, checked with a PING, all within the connect timeout:
     /// a Redis that accepts connections but does not answer (stopped, or
-    /// loading) is not up.
-    async fn connect(&self) -> Result<MultiplexedConnection, String> {
+    /// loading) is not up. Made on the requests' runtime once it is known
+    /// (then `true`).
+    async fn connect(&self) -> Result<(MultiplexedConnection, bool), String> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));
-        let attempt = async {
-            let mut connection = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| describe(&e))?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-                .map_err(|e| describe(&e))?;
-            Ok(connection)
+        let client = self.client.clone();
+        let connect_timeout = self.connect_timeout;
+        let attempt = async move {
+            let attempt = async {
+                let mut connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                Ok(connection)
+            };
+            match tokio::time::timeout(connect_timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "no connection within redis.connect_timeout ({})",
+                    humantime::format_duration(connect_timeout)
+                )),
+            }
         };
-        match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "no connection within redis.connect_timeout ({})",
-                humantime::format_duration(self.connect_timeout)
-            )),
+        match self.request_runtime.get() {
+            Some(runtime) => match runtime.spawn(attempt).await {
+                Ok(result) => result.map(|c| (c, true)),
+                Err(e) => Err(format!("the connection attempt failed: {e}")),
+            },
+            None => attempt.await.map(|c| (c, false)),
         }
     }
 }
@@ -381,25 +444,39 @@ fn describe(e: &redis::RedisError) -> String {
     }
 }
 
-/// The background service that keeps the current store connected.
+/// The background service that keeps the current store connected. It looks
+/// for a new store (a reload onto other `redis:` settings) every 100 ms,
+/// whatever it waits for, so that the new one connects at once.
 pub async fn keep_connected(
     current: impl Fn() -> Option<Arc<SharedStore>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    const LOOK_AGAIN: Duration = Duration::from_millis(100);
     let mut backoff = RECONNECT_FIRST;
     loop {
         let Some(store) = current() else {
             tokio::select! {
-                _ = tokio::time::sleep(PING_INTERVAL) => continue,
+                _ = tokio::time::sleep(LOOK_AGAIN) => continue,
                 _ = shutdown.changed() => return,
             }
         };
         let pause = crate::task::guarded("redis", &store.metrics, store.maintain(&mut backoff))
             .await
             .unwrap_or(RECONNECT_LAST);
-        tokio::select! {
-            _ = store.wait(pause) => {}
-            _ = shutdown.changed() => return,
+        let until = Instant::now() + pause;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let woken = tokio::select! {
+                woken = store.wait(left.min(LOOK_AGAIN)) => woken,
+                _ = shutdown.changed() => return,
+            };
+            let replaced = !current().is_some_and(|now| Arc::ptr_eq(&now, &store));
+            if woken || replaced {
+                break;
+            }
         }
     }
 }

@@ -67,15 +67,19 @@ impl SseWatcher {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
             if self.skipping {
-                // An oversized event passes through uninspected to its end.
-                match find_event_end(&[], rest) {
+                // An oversized event passes through uninspected to its end;
+                // `pending` keeps only its last bytes, where a separator
+                // split across chunks begins.
+                match find_event_end(&self.pending, rest) {
                     Some((taken, _)) => {
                         out.extend_from_slice(&rest[..taken]);
+                        self.pending.clear();
                         self.skipping = false;
                         rest = &rest[taken..];
                     }
                     None => {
                         out.extend_from_slice(rest);
+                        self.keep_tail(rest);
                         break;
                     }
                 }
@@ -96,7 +100,9 @@ impl SseWatcher {
                 None => {
                     self.pending.extend_from_slice(rest);
                     if self.pending.len() > MAX_EVENT {
-                        out.append(&mut self.pending);
+                        out.extend_from_slice(&self.pending);
+                        let whole = std::mem::take(&mut self.pending);
+                        self.keep_tail(&whole);
                         self.skipping = true;
                     }
                     break;
@@ -106,10 +112,19 @@ impl SseWatcher {
         out.into()
     }
 
+    /// While skipping an oversized event: keeps the last 3 bytes seen (of
+    /// `pending` then `more`), where a separator split across chunks begins.
+    fn keep_tail(&mut self, more: &[u8]) {
+        self.pending
+            .extend_from_slice(&more[more.len().saturating_sub(3)..]);
+        let cut = self.pending.len().saturating_sub(3);
+        self.pending.drain(..cut);
+    }
+
     /// What [`Self::pass`] still holds back (an event the stream did not
     /// finish), to send on when the stream ends.
     pub fn held_back(&mut self) -> Option<bytes::Bytes> {
-        (self.hide_usage && !self.pending.is_empty())
+        (self.hide_usage && !self.skipping && !self.pending.is_empty())
             .then(|| std::mem::take(&mut self.pending).into())
     }
 
@@ -132,10 +147,13 @@ impl SseWatcher {
                     rest = &rest[taken..];
                 }
                 None => {
-                    if !self.skipping {
+                    if self.skipping {
+                        self.keep_tail(rest);
+                    } else {
                         self.pending.extend_from_slice(rest);
                         if self.pending.len() > MAX_EVENT {
-                            self.pending.clear();
+                            let whole = std::mem::take(&mut self.pending);
+                            self.keep_tail(&whole);
                             self.skipping = true;
                         }
                     }
@@ -188,8 +206,7 @@ impl SseWatcher {
             });
             let no_choices = value
                 .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
+                .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty));
             return self.hide_usage && no_choices;
         }
         false
@@ -334,11 +351,40 @@ mod tests {
     }
 
     #[test]
+    fn after_an_oversized_event_a_split_separator_is_still_found() {
+        for hiding in [false, true] {
+            let mut w = if hiding {
+                SseWatcher::hiding_usage()
+            } else {
+                SseWatcher::new()
+            };
+            let mut out = w.pass("data: ".into()).to_vec();
+            out.extend_from_slice(&w.pass(vec![b'x'; MAX_EVENT + 10].into()));
+            // The blank line ending the big event is split across chunks.
+            out.extend_from_slice(&w.pass("\n".into()));
+            out.extend_from_slice(
+                &w.pass(
+                    "\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4}}\n\ndata: [DONE]\n\n"
+                        .into(),
+                ),
+            );
+            assert!(w.done());
+            assert_eq!(w.usage().unwrap().prompt_tokens, 4, "hiding: {hiding}");
+            assert_eq!(
+                String::from_utf8_lossy(&out).contains("usage"),
+                !hiding,
+                "the usage chunk is hidden only when asked"
+            );
+            assert!(out.len() > MAX_EVENT, "the big event passed through");
+        }
+    }
+
+    #[test]
     fn an_oversized_event_is_skipped_not_buffered() {
         let mut w = SseWatcher::new();
         w.feed(b"data: ");
         w.feed(&vec![b'x'; MAX_EVENT + 10]);
-        assert!(w.pending.is_empty());
+        assert!(w.pending.len() <= 3, "only the tail is kept");
         w.feed(b"\n\ndata: [DONE]\n\n");
         assert!(w.done());
     }

@@ -261,6 +261,59 @@ async fn streams_spend_the_token_budget_whether_or_not_they_ask_for_usage() {
     stop(gw).await;
 }
 
+/// A client that leaves a stream before its usage chunk still spends its
+/// budget: a token per 4 bytes of its request and one per chunk relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_left_early_is_charged_an_estimate() {
+    let sims = sims(vec![
+        SimConfig::new("a")
+            .answer_tokens(400)
+            .tokens_per_second(200.0),
+    ])
+    .await;
+    let mut config = config();
+    config.rate_limit.tokens_per_minute = 60;
+    let gw = gateway(&sims, config).await;
+    let body = json!({"model": MODEL, "stream": true,
+                      "messages": [{"role": "user", "content": "tell me everything"}]});
+    let mut response = client()
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        received += response.chunk().await.unwrap().map_or(0, |c| c.len());
+    }
+    assert!(received > 0);
+    drop(response);
+    // Refused once the gateway noticed the client left and charged it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "q"}]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            let error: Value = r.json().await.unwrap();
+            assert_eq!(error["error"]["code"], "tokens_per_minute_exceeded");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never charged: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_the_rate_limit_is_per_address() {
     let sims = sims(vec![SimConfig::new("a")]).await;

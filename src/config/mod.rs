@@ -826,21 +826,22 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
     })
 }
 
-/// `url` with any `user:password@` replaced by `***@`, for messages.
+/// `url` with any `user:password@` replaced by `***@`, for messages. Everything
+/// from the scheme to the last `@` goes, so that a password holding `/`, `?`
+/// or `#` (which would end the authority) is hidden too; a path holding `@`
+/// is over-hidden, never shown with a secret.
 pub fn without_userinfo(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_string(),
     };
     match scheme {
-        Some(scheme) => format!("{scheme}://{authority}{tail}"),
-        None => format!("{authority}{tail}"),
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
 }
 
@@ -891,5 +892,18 @@ mod tests {
         assert!(parse_base_url("ftp://x/v1").is_err());
         assert!(parse_base_url("http://user:pw@x/v1").is_err());
         assert!(parse_base_url("localhost:8000").is_err());
+    }
+
+    #[test]
+    fn userinfo_is_hidden_whatever_the_password_holds() {
+        for (url, shown) in [
+            ("redis://:ab/cd@redis:6379/0", "redis://***@redis:6379/0"),
+            ("redis://u:p?q#r@h", "redis://***@h"),
+            ("http://user:pw@host/v1", "http://***@host/v1"),
+            ("http://host/v1", "http://host/v1"),
+            ("host:1", "host:1"),
+        ] {
+            assert_eq!(without_userinfo(url), shown);
+        }
     }
 }

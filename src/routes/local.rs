@@ -141,9 +141,14 @@ pub fn openapi() -> Reply {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition, the pool's gauges refreshed first.
-pub fn metrics(metrics: &Metrics, pool: &Pool) -> Reply {
+/// `GET /metrics`: Prometheus text exposition, the pool's gauges and the
+/// current Redis's state refreshed first (only the current store sets it: an
+/// old one still finishing requests after a reload says nothing).
+pub fn metrics(metrics: &Metrics, pool: &Pool, shared: Option<&SharedStore>) -> Reply {
     pool.export_gauges();
+    metrics
+        .redis_up
+        .set(i64::from(shared.is_some_and(|s| s.status().state == "up")));
     Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

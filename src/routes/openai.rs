@@ -292,6 +292,11 @@ pub struct Served {
     pub upstream: String,
     /// Prompt plus completion tokens, when the upstream reported them.
     pub tokens: Option<u64>,
+    /// Tokens to charge to a client with a token budget: `tokens`, or for a
+    /// stream that ended without usage (the client left early, the upstream
+    /// broke off) an estimate: a token per 4 bytes of the request and one
+    /// per chunk relayed.
+    pub charge: Option<u64>,
 }
 
 /// Sends OpenAI requests through the pool.
@@ -446,7 +451,9 @@ impl OpenAiService {
         if request.stream {
             // Boxed: a stream lives long enough for one allocation not to
             // matter, and the non-streamed path then carries no room for it.
-            return Box::pin(self.relay_stream(session, &ask, &request.model, ask_usage)).await;
+            let estimate = count_tokens.then(|| request.original.len() as u64 / 4);
+            return Box::pin(self.relay_stream(session, &ask, &request.model, ask_usage, estimate))
+                .await;
         }
         // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
         // from a proxy in between, a body cut short under a matching
@@ -485,9 +492,11 @@ impl OpenAiService {
         {
             let _ = session.write_response_body(Some(answered.body), true).await;
         }
+        let tokens = answered.usage.map(|u| u.total());
         Ok(Served {
             upstream: upstream.clone(),
-            tokens: answered.usage.map(|u| u.total()),
+            tokens,
+            charge: tokens,
         })
     }
 
@@ -502,6 +511,7 @@ impl OpenAiService {
         ask: &Ask<'_>,
         model: &str,
         hide_usage: bool,
+        prompt_estimate: Option<u64>,
     ) -> Result<Served, OpenAiError> {
         let mut stream = match self.caller.open_stream(ask).await {
             Ok(stream) => stream,
@@ -591,9 +601,13 @@ impl OpenAiService {
                 let _ = session.write_response_body(None, true).await;
             }
         }
+        let tokens = usage.map(|u| u.total());
+        // `[DONE]` is no token; every other chunk counts as one.
+        let relayed = watcher.events().saturating_sub(u64::from(watcher.done()));
         Ok(Served {
             upstream,
-            tokens: usage.map(|u| u.total()),
+            tokens,
+            charge: tokens.or(prompt_estimate.map(|prompt| prompt + relayed)),
         })
     }
 

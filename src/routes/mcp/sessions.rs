@@ -41,6 +41,11 @@ impl SessionStore {
         }
     }
 
+    /// The idle timeout as Redis's `PX` takes it: whole milliseconds, at least 1.
+    fn idle_millis(&self) -> u64 {
+        (self.idle_timeout.as_millis() as u64).max(1)
+    }
+
     fn shared_key(store: &SharedStore, id: &str) -> String {
         store.key(&format!("mcp:session:{id}"))
     }
@@ -54,7 +59,7 @@ impl SessionStore {
             set.arg(Self::shared_key(store, &id))
                 .arg(protocol_version)
                 .arg("PX")
-                .arg(self.idle_timeout.as_millis() as u64);
+                .arg(self.idle_millis());
             if store.query::<()>("session_create", &set).await.is_ok() {
                 return id;
             }
@@ -72,7 +77,7 @@ impl SessionStore {
         let mut get = redis::cmd("GETEX");
         get.arg(Self::shared_key(store, id))
             .arg("PX")
-            .arg(self.idle_timeout.as_millis() as u64);
+            .arg(self.idle_millis());
         let version: Option<String> = store.query("session_touch", &get).await.ok()?;
         let version = version?;
         SUPPORTED_VERSIONS.iter().copied().find(|v| *v == version)

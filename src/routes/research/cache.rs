@@ -127,6 +127,17 @@ impl moka::Expiry<CacheKey, Arc<CachedAnswer>> for UntilItExpires {
     ) -> Option<Duration> {
         Some(value.time_left())
     }
+
+    /// A refresh (`Cache-Control: no-cache`) starts the new answer's time.
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedAnswer>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.time_left())
+    }
 }
 
 /// Cached research answers.
