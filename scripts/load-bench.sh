@@ -236,6 +236,16 @@ for i in $(seq 1 "$REPEAT"); do
 done
 medians | grep '"half-' >>"$out/runs.jsonl"
 
+# What Redis adds when neither gateway is near its limit: a quarter of the
+# plain gateway's saturation rate.
+QUARTER=$((HALF / 2))
+echo "==> at a quarter of the gateway's saturation rate: $QUARTER requests/s"
+for i in $(seq 1 "$REPEAT"); do
+  run quarter-gateway-chat "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$CHAT" "$QUARTER"
+  run quarter-redis-chat "http://127.0.0.1:$GW_REDIS_PORT/v1/chat/completions" "$CHAT" "$QUARTER"
+done
+medians | grep '"quarter-' >>"$out/runs.jsonl"
+
 python3 - "$out/runs.jsonl" "$out/results.md" "$CONCURRENCY" "$DURATION" <<'PY'
 import json, sys, platform, os
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -264,6 +274,14 @@ lines += ["", f"Gateway-added p99 at half saturation: {h['gateway-chat']['p99'] 
           f"(nginx adds {h['nginx']['p99'] - h['upstream-direct']['p99']:.2f} ms).",
           f"Redis-backed limits add, at the same rate: p50 {h['redis-chat']['p50'] - h['gateway-chat']['p50']:.3f} ms, "
           f"p99 {h['redis-chat']['p99'] - h['gateway-chat']['p99']:.3f} ms per request (a check and a charge: two round trips)."]
+q = {k[8:]: v for k, v in by.items() if k.startswith("quarter-")}
+lines += ["", f"At a quarter of the gateway's saturation rate ({int(by['gateway-chat']['rps']/4)} requests/s):", "",
+          "| case | p50 ms | p99 ms | p99.9 ms | errors |", "|---|---|---|---|---|"]
+for name in ["gateway-chat", "redis-chat"]:
+    r = q[name]
+    lines.append(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']} |")
+lines += ["", f"Redis-backed limits add, at a quarter: p50 {q['redis-chat']['p50'] - q['gateway-chat']['p50']:.3f} ms, "
+          f"p99 {q['redis-chat']['p99'] - q['gateway-chat']['p99']:.3f} ms per request."]
 text = "\n".join(lines)
 open(sys.argv[2], "w").write(text + "\n")
 print(text)
