@@ -50,15 +50,31 @@ end
 return {0, 0}
 ";
 
-/// Charges ARGV[2] tokens at ARGV[1] microseconds each.
+/// Charges tokens to every key in KEYS (the same key may come again): ARGV[1]
+/// the longest debt, then for each key its microseconds per token and its
+/// tokens. One call charges a whole batch.
 const CHARGE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
-local next_tat = math.min(tat + tonumber(ARGV[1]) * tonumber(ARGV[2]), now + tonumber(ARGV[3]))
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
-return 0
+local max_debt = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local cost = tonumber(ARGV[2 * i]) * tonumber(ARGV[2 * i + 1])
+  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  local next_tat = math.min(tat + cost, now + max_debt)
+  redis.call('SET', key, string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+end
+return #KEYS
 ";
+
+/// Charges made "soon" wait this long to go to Redis together: under load a
+/// batch takes one round trip instead of one per answer.
+const CHARGE_BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Keys in one charging call at most.
+const CHARGE_BATCH_MAX: usize = 256;
+
+/// A charge waiting for its batch: the Redis key, microseconds per token,
+/// tokens.
+type PendingCharge = (String, f64, u64);
 
 /// The client limits of one configuration.
 pub struct Limits {
@@ -70,6 +86,8 @@ pub struct Limits {
     charge_script: redis::Script,
     any_requests: bool,
     any_tokens: bool,
+    /// Charges for the next batch, and whether its flush is scheduled.
+    pending: Mutex<(Vec<PendingCharge>, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,12 +139,8 @@ impl Limits {
             shared,
             admit_script: redis::Script::new(ADMIT_SCRIPT),
             charge_script: redis::Script::new(CHARGE_SCRIPT),
+            pending: Mutex::new((Vec::new(), false)),
         }
-    }
-
-    /// Whether the limits are kept in Redis (each check a round trip).
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
     }
 
     /// Whether any client has any limit.
@@ -203,9 +217,9 @@ impl Limits {
         }
     }
 
-    /// Charges `tokens` of an answer to `client` under `limits`. A charge
-    /// Redis cannot take is counted as its error and lost: the answer was
-    /// already given.
+    /// Charges `tokens` of an answer to `client` under `limits`, now: the
+    /// next request, on any replica, sees them. A charge Redis cannot take is
+    /// counted as its error and lost: the answer was given.
     pub async fn charge(&self, client: &ClientId, limits: &RateLimitConfig, tokens: u64) {
         let tokens_per_minute = limits.tokens_per_minute;
         if tokens_per_minute == 0 || tokens == 0 {
@@ -213,16 +227,69 @@ impl Limits {
         }
         match &self.shared {
             Some(store) => {
-                let mut invocation = self.charge_script.prepare_invoke();
-                invocation
-                    .key(store.key(&format!("limit:{{{}}}:tokens", client.shared_name())))
-                    .arg(token_period_us(tokens_per_minute))
-                    .arg(tokens)
-                    .arg(MAX_TOKEN_DEBT.as_micros() as f64);
-                let _ = store.invoke::<i64>("charge", &invocation).await;
+                let charge = Self::pending_charge(store, client, tokens_per_minute, tokens);
+                self.send_charges(store, &[charge]).await;
             }
             None => self.tokens.charge(client, tokens_per_minute, tokens),
         }
+    }
+
+    /// [`Self::charge`] without waiting: in process at once; in Redis with
+    /// the other charges of the next couple of milliseconds, in one round
+    /// trip. For answers already given, whose next request may wait that long
+    /// for their tokens to count.
+    pub fn charge_soon(self: &Arc<Self>, client: &ClientId, limits: &RateLimitConfig, tokens: u64) {
+        let tokens_per_minute = limits.tokens_per_minute;
+        if tokens_per_minute == 0 || tokens == 0 {
+            return;
+        }
+        let Some(store) = &self.shared else {
+            self.tokens.charge(client, tokens_per_minute, tokens);
+            return;
+        };
+        let charge = Self::pending_charge(store, client, tokens_per_minute, tokens);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.0.push(charge);
+        if std::mem::replace(&mut pending.1, true) {
+            return;
+        }
+        drop(pending);
+        let limits = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CHARGE_BATCH_WINDOW).await;
+            let batch = {
+                let mut pending = limits.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.1 = false;
+                std::mem::take(&mut pending.0)
+            };
+            if let Some(store) = &limits.shared {
+                for part in batch.chunks(CHARGE_BATCH_MAX) {
+                    limits.send_charges(store, part).await;
+                }
+            }
+        });
+    }
+
+    fn pending_charge(
+        store: &SharedStore,
+        client: &ClientId,
+        tokens_per_minute: u64,
+        tokens: u64,
+    ) -> PendingCharge {
+        (
+            store.key(&format!("limit:{{{}}}:tokens", client.shared_name())),
+            token_period_us(tokens_per_minute),
+            tokens,
+        )
+    }
+
+    async fn send_charges(&self, store: &SharedStore, charges: &[PendingCharge]) {
+        let mut invocation = self.charge_script.prepare_invoke();
+        invocation.arg(MAX_TOKEN_DEBT.as_micros() as f64);
+        for (key, period, tokens) in charges {
+            invocation.key(key).arg(*period).arg(*tokens);
+        }
+        let _ = store.invoke::<i64>("charge", &invocation).await;
     }
 
     /// Forgets in-process allowances that are whole again, so idle clients

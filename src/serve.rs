@@ -100,17 +100,10 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
             };
             let served = Box::pin(openai(state, session, ctx, endpoint)).await;
             // The answer was written (as it streamed): its tokens are charged
-            // now, in the background when that takes a Redis round trip, so
-            // that the connection's next request does not wait for it.
-            if state.rate_limit.is_shared() {
-                let (limits, ctx) = (state.rate_limit.clone(), ChargeOf::from(&*ctx, state));
-                tokio::spawn(async move {
-                    if let Some((client, config, tokens)) = ctx.0 {
-                        limits.charge(&client, &config, tokens).await;
-                    }
-                });
-            } else {
-                charge_tokens(state, ctx).await;
+            // now, with other answers' in one Redis round trip when shared,
+            // so that the connection's next request does not wait for it.
+            if let Some((client, limits, tokens)) = ChargeOf::from(ctx, state).0 {
+                state.rate_limit.charge_soon(&client, &limits, tokens);
             }
             return served;
         }

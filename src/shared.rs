@@ -95,8 +95,8 @@ pub struct SharedStore {
     lost: Notify,
     /// The runtime requests run on, known from the first command. The
     /// connection is made there, so that its driver task runs beside the
-    /// requests: a driver on the background runtime cost every command two
-    /// wake-ups of another thread (docs/scaling.md, "What it costs").
+    /// requests: on the background service's runtime, every command crossed
+    /// to another thread and back.
     request_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Whether the current connection was made on `request_runtime`.
     beside_requests: std::sync::atomic::AtomicBool,
@@ -355,8 +355,9 @@ impl SharedStore {
                     }
                     return PING_INTERVAL;
                 }
-                Ok(Err(e)) => self.lose(number, describe(&e)),
-                Err(_) => self.lose(
+                Ok(Err(e)) if !e.is_timeout() => self.lose(number, describe(&e)),
+                // The connection's own response timeout is the same deadline.
+                _ => self.lose(
                     number,
                     format!(
                         "no answer to PING within redis.command_timeout ({})",
