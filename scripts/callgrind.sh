@@ -12,7 +12,10 @@
 # keep-alive connection; the same run with the warm-up only is subtracted and
 # the difference divided by REQUESTS. Cases: the gateway's
 # /v1/chat/completions (non-streamed) and /v1/research, and, when a second
-# binary is given, examples/bare_pingora.rs with the chat request (the floor).
+# binary is given, examples/bare_pingora.rs with the chat request (the floor);
+# `redis-chat` (not run by default) is the chat case with its limits,
+# requests and tokens, in a redis-server of its own: what the gateway itself
+# spends on shared limits (Redis's own work is not counted).
 #
 # The gateway's health checks run every 60 s here (health_check.interval), so
 # that after the first round at start-up, which both runs share, none falls
@@ -114,7 +117,7 @@ RESEARCH='{"query":"What is vLLM?"}'
 # requests, then SIGINT (Pingora's fast shutdown, so callgrind writes its
 # file); leaves the total instructions in TOTAL.
 measure() {
-  local name=$1 kind=$2 path=$3 body=$4 count=$5
+  local name=$1 kind=$2 path=$3 body=$4 count=$5 extra=${6:-}
   local port; port=$(free_port)
   local log="$OUT/$name.log" file="$OUT/callgrind.out.$name"
   local cmd
@@ -128,6 +131,7 @@ health_check:
   interval: 60s
 shutdown:
   upgrade_sock: $OUT/$name.upgrade.sock
+$extra
 upstreams:
   - name: sim
     base_url: "http://127.0.0.1:$SIM_PORT/v1"
@@ -159,21 +163,36 @@ EOF
 
 results=()
 case_run() {
-  local name=$1 kind=$2 path=$3 body=$4
+  local name=$1 kind=$2 path=$3 body=$4 extra=${5:-}
   echo "==> $name: $WARMUP warm-up requests only" >&2
-  measure "$name-warmup" "$kind" "$path" "$body" 0
+  measure "$name-warmup" "$kind" "$path" "$body" 0 "$extra"
   local base=$TOTAL
   echo "==> $name: $WARMUP warm-up + $REQUESTS requests" >&2
-  measure "$name-full" "$kind" "$path" "$body" "$REQUESTS"
+  measure "$name-full" "$kind" "$path" "$body" "$REQUESTS" "$extra"
   local full=$TOTAL
   local per=$(((full - base) / REQUESTS))
   echo "    $name: $full - $base = $((full - base)) instructions, $per per request" >&2
   results+=("| $name | $base | $full | $per |")
 }
 
+REDIS_LIMITS=""
+if [[ " $CASES " == *" redis-chat "* ]]; then
+  REDIS_PORT=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+  pids+=($!)
+  wait_listen "$REDIS_PORT"
+  REDIS_LIMITS="rate_limit:
+  requests_per_second: 1000000
+  burst: 1000000
+  tokens_per_minute: 1000000000000
+redis:
+  url: \"redis://127.0.0.1:$REDIS_PORT\""
+fi
+
 for c in $CASES; do
   case $c in
     chat) case_run gateway-chat gateway /v1/chat/completions "$CHAT" ;;
+    redis-chat) case_run gateway-redis-chat gateway /v1/chat/completions "$CHAT" "$REDIS_LIMITS" ;;
     research) case_run gateway-research gateway /v1/research "$RESEARCH" ;;
     bare) if [ -n "$BARE_BIN" ]; then case_run bare-pingora bare /v1/chat/completions "$CHAT"; fi ;;
     *) echo "unknown case $c" >&2; exit 2 ;;
