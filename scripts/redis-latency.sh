@@ -32,14 +32,22 @@ RUST_LOG=warn "$BIN" --config "$out/redis.yaml" >"$out/redis-gw.log" 2>&1 & pids
 wait_http "http://127.0.0.1:$G1/ping"; wait_http "http://127.0.0.1:$G2/ping"; sleep 1
 CHAT='{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"What is vLLM?"}],"max_tokens":16}'
 RES='{"query":"What is vLLM?","max_tokens":100}'
+# run NAME PORT PATH BODY: one closed-loop run, one JSON line.
+run() {
+  "$OHA" --no-tui --output-format json -c 1 -z "$D" -m POST -H 'Content-Type: application/json' -d "$4" "http://127.0.0.1:$2$3" >"$out/$1.json"
+  python3 - "$out/$1.json" "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(json.dumps({"name": sys.argv[2], "rps": round(d["summary"]["requestsPerSec"]),
+                  "p50": round(p["p50"] * 1000, 3), "p99": round(p["p99"] * 1000, 3),
+                  "ok": sum(v for k, v in codes.items() if str(k).startswith("2")),
+                  "errors": sum(v for k, v in codes.items() if not str(k).startswith("2"))}))
+PY
+}
 for i in 1 2 3; do
-  for t in "plain-chat $G1 /v1/chat/completions $CHAT" "redis-chat $G2 /v1/chat/completions $CHAT" \
-           "plain-research $G1 /v1/research $RES" "redis-research $G2 /v1/research $RES"; do
-    set -- $t
-    "$OHA" --no-tui --output-format json -c 1 -z "$D" -m POST -H 'Content-Type: application/json' -d "$4" "http://127.0.0.1:$2$3" >"$out/$1.json"
-    python3 -c "
-import json; d=json.load(open('$out/$1.json')); p=d['latencyPercentiles']
-errors=sum(v for k,v in d.get('statusCodeDistribution',{}).items() if not str(k).startswith('2'))
-print(json.dumps({'name':'$1','rps':round(d['summary']['requestsPerSec']),'p50':round(p['p50']*1000,3),'p99':round(p['p99']*1000,3),'errors':errors}))"
-  done
+  run plain-chat "$G1" /v1/chat/completions "$CHAT"
+  run redis-chat "$G2" /v1/chat/completions "$CHAT"
+  run plain-research "$G1" /v1/research "$RES"
+  run redis-research "$G2" /v1/research "$RES"
 done

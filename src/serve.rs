@@ -110,10 +110,17 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
         Route::NotFound => Reply::detail(404, "Not Found"),
     };
-    // Before the answer goes out, so that the client's next request, on any
-    // replica, already sees the tokens spent.
-    charge_tokens(state, ctx).await;
-    write_reply(session, ctx, reply).await?;
+    // The charge is sent before the answer is written (`join!` starts it
+    // first), so that the client's next request, on any replica, comes after
+    // it; the answer does not wait for Redis's reply to the charge.
+    let charge = ChargeOf::from(ctx, state).0;
+    let charging = async {
+        if let Some((client, limits, tokens)) = charge {
+            state.rate_limit.charge(&client, &limits, tokens).await;
+        }
+    };
+    let ((), written) = tokio::join!(charging, write_reply(session, ctx, reply));
+    written?;
     Ok(true)
 }
 
@@ -230,13 +237,6 @@ impl ChargeOf {
             }
             _ => None,
         })
-    }
-}
-
-/// Charges the tokens an upstream spent on this request to its client.
-async fn charge_tokens(state: &AppState, ctx: &RequestCtx) {
-    if let Some((client, limits, tokens)) = ChargeOf::from(ctx, state).0 {
-        state.rate_limit.charge(&client, &limits, tokens).await;
     }
 }
 
