@@ -110,17 +110,19 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
         Route::NotFound => Reply::detail(404, "Not Found"),
     };
-    // The charge is sent before the answer is written (`join!` starts it
-    // first), so that the client's next request, on any replica, comes after
-    // it; the answer does not wait for Redis's reply to the charge.
-    let charge = ChargeOf::from(ctx, state).0;
-    let charging = async {
-        if let Some((client, limits, tokens)) = charge {
-            state.rate_limit.charge(&client, &limits, tokens).await;
+    // The charge is sent before the answer is written (polled once, its
+    // command is queued on the Redis connection), so that the client's next
+    // request, on any replica, comes after it; then it finishes on its own,
+    // so that neither the answer nor the connection's next request waits.
+    if let Some((client, limits, tokens)) = ChargeOf::from(ctx, state).0 {
+        let rate_limit = state.rate_limit.clone();
+        let mut charging =
+            Box::pin(async move { rate_limit.charge(&client, &limits, tokens).await });
+        if futures::poll!(charging.as_mut()).is_pending() {
+            tokio::spawn(charging);
         }
-    };
-    let ((), written) = tokio::join!(charging, write_reply(session, ctx, reply));
-    written?;
+    }
+    write_reply(session, ctx, reply).await?;
     Ok(true)
 }
 
