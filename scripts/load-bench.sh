@@ -273,7 +273,7 @@ for name in ["upstream-direct", "nginx", "gateway-chat", "redis-chat"]:
 lines += ["", f"Gateway-added p99 at half saturation: {h['gateway-chat']['p99'] - h['upstream-direct']['p99']:.2f} ms "
           f"(nginx adds {h['nginx']['p99'] - h['upstream-direct']['p99']:.2f} ms).",
           f"Redis-backed limits add, at the same rate: p50 {h['redis-chat']['p50'] - h['gateway-chat']['p50']:.3f} ms, "
-          f"p99 {h['redis-chat']['p99'] - h['gateway-chat']['p99']:.3f} ms per request (a check and a charge: two round trips)."]
+          f"p99 {h['redis-chat']['p99'] - h['gateway-chat']['p99']:.3f} ms per request (a check per request, charges in batches)."]
 q = {k[8:]: v for k, v in by.items() if k.startswith("quarter-")}
 lines += ["", f"At a quarter of the gateway's saturation rate ({int(by['gateway-chat']['rps']/4)} requests/s):", "",
           "| case | p50 ms | p99 ms | p99.9 ms | errors |", "|---|---|---|---|---|"]
