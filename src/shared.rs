@@ -175,12 +175,8 @@ impl SharedStore {
         op: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let Some((number, mut connection)) = self.connection().await else {
-            return Err(self.failed(op, StoreError::Down));
-        };
-        let outcome =
-            tokio::time::timeout(self.command_timeout, cmd.query_async(&mut connection)).await;
-        self.finish(op, number, outcome)
+        self.run(op, |mut c| async move { cmd.query_async(&mut c).await })
+            .await
     }
 
     /// Runs a Lua script (by its digest; sent whole once after Redis lost it).
@@ -189,12 +185,35 @@ impl SharedStore {
         op: &'static str,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let Some((number, mut connection)) = self.connection().await else {
+        self.run(op, |mut c| async move { script.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Sends one command on the connection, within the command timeout.
+    async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some((number, connection)) = self.connection().await else {
             return Err(self.failed(op, StoreError::Down));
         };
-        let outcome =
-            tokio::time::timeout(self.command_timeout, script.invoke_async(&mut connection)).await;
-        self.finish(op, number, outcome)
+        let outcome = tokio::time::timeout(self.command_timeout, command(connection)).await;
+        let failure = match settle(outcome, self.command_timeout) {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        if failure.lost {
+            self.lose(number, failure.why.clone());
+        }
+        Err(self.failed(
+            op,
+            if failure.timed_out {
+                StoreError::TimedOut
+            } else {
+                StoreError::Failed(failure.why)
+            },
+        ))
     }
 
     /// The connection for a command of a request, noting the requests'
@@ -222,34 +241,6 @@ impl SharedStore {
         let guard = self.connection.load();
         let connected = guard.as_deref()?;
         Some((connected.number, connected.connection.clone()))
-    }
-
-    fn finish<T>(
-        &self,
-        op: &'static str,
-        number: u64,
-        outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, StoreError> {
-        let error = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) if !e.is_timeout() => e,
-            // The connection's own response timeout is the same deadline.
-            _ => {
-                self.lose(
-                    number,
-                    format!(
-                        "no answer within redis.command_timeout ({})",
-                        humantime::format_duration(self.command_timeout)
-                    ),
-                );
-                return Err(self.failed(op, StoreError::TimedOut));
-            }
-        };
-        let why = describe(&error);
-        if error.is_io_error() || error.is_connection_dropped() {
-            self.lose(number, why.clone());
-        }
-        Err(self.failed(op, StoreError::Failed(why)))
     }
 
     /// Counts a failed or skipped operation.
@@ -344,27 +335,17 @@ impl SharedStore {
                 ping.query_async::<String>(&mut connection),
             )
             .await;
-            match answer {
-                Ok(Ok(_)) => {
-                    let misplaced = !self
-                        .beside_requests
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        && self.request_runtime.get().is_some();
-                    if misplaced && let Ok((connection, true)) = self.connect().await {
-                        self.mark_up(connection, true);
-                    }
-                    return PING_INTERVAL;
+            let Err(failure) = settle(answer, self.command_timeout) else {
+                let misplaced = !self
+                    .beside_requests
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    && self.request_runtime.get().is_some();
+                if misplaced && let Ok((connection, true)) = self.connect().await {
+                    self.mark_up(connection, true);
                 }
-                Ok(Err(e)) if !e.is_timeout() => self.lose(number, describe(&e)),
-                // The connection's own response timeout is the same deadline.
-                _ => self.lose(
-                    number,
-                    format!(
-                        "no answer to PING within redis.command_timeout ({})",
-                        humantime::format_duration(self.command_timeout)
-                    ),
-                ),
-            }
+                return PING_INTERVAL;
+            };
+            self.lose(number, failure.why);
             *backoff = RECONNECT_FIRST;
             return Duration::ZERO;
         }
@@ -431,6 +412,38 @@ impl SharedStore {
             },
             None => attempt.await.map(|c| (c, false)),
         }
+    }
+}
+
+/// Why a command failed.
+struct Failure {
+    why: String,
+    /// No answer in time, or a broken connection: the connection is gone.
+    lost: bool,
+    timed_out: bool,
+}
+
+/// A command's value, or why it failed.
+fn settle<T>(
+    outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    command_timeout: Duration,
+) -> Result<T, Failure> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if !e.is_timeout() => Err(Failure {
+            why: describe(&e),
+            lost: e.is_io_error() || e.is_connection_dropped(),
+            timed_out: false,
+        }),
+        // The connection's own response timeout is the same deadline.
+        _ => Err(Failure {
+            why: format!(
+                "no answer within redis.command_timeout ({})",
+                humantime::format_duration(command_timeout)
+            ),
+            lost: true,
+            timed_out: true,
+        }),
     }
 }
 
