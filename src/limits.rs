@@ -200,8 +200,8 @@ impl Limits {
         let token_period_us = token_period_us(tokens_per_minute);
         let mut invocation = self.admit_script.prepare_invoke();
         invocation
-            .key(store.key(&format!("limit:{{{}}}:requests", client.shared_name())))
-            .key(store.key(&format!("limit:{{{}}}:tokens", client.shared_name())))
+            .key(limit_key(store, client, "requests"))
+            .key(limit_key(store, client, "tokens"))
             .arg(period_us)
             .arg(tolerance_us)
             .arg(token_period_us)
@@ -277,7 +277,7 @@ impl Limits {
         tokens: u64,
     ) -> PendingCharge {
         (
-            store.key(&format!("limit:{{{}}}:tokens", client.shared_name())),
+            limit_key(store, client, "tokens"),
             token_period_us(tokens_per_minute),
             tokens,
         )
@@ -301,6 +301,13 @@ impl Limits {
         }
         self.tokens.forget_idle();
     }
+}
+
+/// Where `client`'s allowance of `what` (`requests`, `tokens`) is kept in
+/// Redis: `{prefix}limit:{client}:{what}`, hash-tagged by client so that a
+/// script's two keys would share a Redis Cluster slot.
+fn limit_key(store: &SharedStore, client: &ClientId, what: &str) -> String {
+    store.key(&format!("limit:{{{}}}:{what}", client.shared_name()))
 }
 
 fn token_period_us(tokens_per_minute: u64) -> f64 {
