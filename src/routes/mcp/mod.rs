@@ -315,6 +315,16 @@ impl McpServer {
     /// one) and a live session: 400 without a session id, 404 for an unknown
     /// or expired one, so that the client starts over.
     async fn check_session(&self, request: &HttpRequest) -> Result<(), Reply> {
+        let session = Self::session_named(request)?;
+        match self.sessions.touch(session).await {
+            Some(_) => Ok(()),
+            None => Err(session_not_found()),
+        }
+    }
+
+    /// The session id of a message that may carry a session: 400 for an
+    /// unsupported version or a missing id.
+    fn session_named(request: &HttpRequest) -> Result<&str, Reply> {
         if let Some(version) = request.protocol_version.as_deref()
             && !SUPPORTED_VERSIONS.contains(&version)
         {
@@ -337,20 +347,16 @@ impl McpServer {
                 ),
             ));
         };
-        match self.sessions.touch(session).await {
-            Some(_) => Ok(()),
-            None => Err(session_not_found()),
-        }
+        Ok(session)
     }
 
-    /// `DELETE /mcp`: ends the session named in the header.
+    /// `DELETE /mcp`: ends the session named in the header (one lookup:
+    /// ending a session that is not live is the 404 a touch would give).
     async fn end_session(&self, request: &HttpRequest) -> Reply {
-        if let Err(refusal) = self.check_session(request).await {
-            return refusal;
-        }
-        match request.session_id.as_deref() {
-            Some(session) if self.sessions.remove(session).await => Reply::empty(200),
-            _ => session_not_found(),
+        match Self::session_named(request) {
+            Ok(session) if self.sessions.remove(session).await => Reply::empty(200),
+            Ok(_) => session_not_found(),
+            Err(refusal) => refusal,
         }
     }
 }
