@@ -9,7 +9,6 @@ use common::*;
 use context7_lb::sim::{SimConfig, SimUpstream};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const UPSTREAM_KEY: &str = "upstream-secret-0123456789";
@@ -17,14 +16,8 @@ const CLIENT_KEY: &str = "client-secret-9876543210";
 
 /// The binary with `--config file` and `extra`, logging at info to pipes.
 fn command(config: &Path, extra: &[&str]) -> std::process::Command {
-    let mut command = binary();
-    command
-        .arg("--config")
-        .arg(config)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = configured(config);
+    command.args(extra);
     command
 }
 

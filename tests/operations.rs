@@ -201,12 +201,13 @@ async fn token_budgets_in_process_are_per_key_and_spent_by_every_route() {
     )
     .await;
     assert_eq!(status, 200, "the batch key has no token limit");
-    let (_, _, metrics) = call(&gw, "GET", "/metrics", Some(KEY), None).await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "context7_rate_limited_total{limit=\"tokens\",route=\"/v1/research\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        metric(
+            &WithKey(&gw, KEY),
+            "context7_rate_limited_total{limit=\"tokens\",route=\"/v1/research\"}"
+        )
+        .await,
+        1.0
     );
     stop(gw).await;
 }

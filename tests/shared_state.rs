@@ -10,7 +10,6 @@ use common::*;
 use context7_lb::config::{OnRedisFailure, RedisConfig};
 use context7_lb::sim::{SimConfig, SimUpstream};
 use serde_json::{Value, json};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "shared-client-key-1";
@@ -38,17 +37,10 @@ async fn replicas(name: &str, redis: &RedisServer, sim: &SimUpstream, extra: &st
         sim.base_url()
     );
     std::fs::write(&file, yaml).unwrap();
-    let spawn = || {
-        let mut command = binary();
-        command
-            .arg("--config")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        Process::spawn(&mut command)
-    };
-    let gateways = [spawn(), spawn()];
+    let gateways = [
+        Process::spawn(&mut configured(&file)),
+        Process::spawn(&mut configured(&file)),
+    ];
     for gw in &gateways {
         redis_is(gw, "up").await;
     }
@@ -80,22 +72,6 @@ async fn research_at(gw: &impl At, key: &str, body: &Value) -> Answer {
         Some(&body.to_string()),
     )
     .await
-}
-
-async fn metric_at(gw: &Process, series: &str) -> f64 {
-    let text = client()
-        .get(format!("{}/metrics", gw.url()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn sim() -> SimConfig {
@@ -174,8 +150,16 @@ async fn a_rate_limit_holds_across_replicas() {
             assert_eq!(research_at(gw, UNLIMITED_KEY, &body).await.status, 200);
         }
     }
-    let refused_a = metric_at(&set.gateways[0], "context7_rate_limited_total").await;
-    let refused_b = metric_at(&set.gateways[1], "context7_rate_limited_total").await;
+    let refused_a = metric_sum(
+        &WithKey(&set.gateways[0], KEY),
+        "context7_rate_limited_total",
+    )
+    .await;
+    let refused_b = metric_sum(
+        &WithKey(&set.gateways[1], KEY),
+        "context7_rate_limited_total",
+    )
+    .await;
     assert_eq!((refused_a + refused_b) as u32, refused);
 }
 
@@ -238,7 +222,11 @@ async fn a_token_budget_spent_on_one_replica_refuses_on_the_other() {
     );
     assert_eq!(upstream.chat_requests(), 2);
     assert_eq!(
-        metric_at(b, "context7_rate_limited_total{limit=\"tokens\"").await,
+        metric_sum(
+            &WithKey(b, KEY),
+            "context7_rate_limited_total{limit=\"tokens\""
+        )
+        .await,
         1.0
     );
     assert_eq!(
@@ -348,7 +336,7 @@ async fn redis_killed_mid_traffic_breaks_nothing_and_sharing_resumes() {
     );
     for gw in &set.gateways {
         redis_is(gw, "up").await;
-        assert!(metric_at(gw, "context7_redis_errors_total").await >= 1.0);
+        assert!(metric_sum(&WithKey(gw, KEY), "context7_redis_errors_total").await >= 1.0);
     }
     // Sharing again: a session made on one replica works on the other.
     let session = mcp::open_session(&WithKey(&set.gateways[0], KEY)).await;
@@ -474,14 +462,10 @@ async fn a_wrong_redis_password_is_reported_without_it() {
         ),
     )
     .unwrap();
-    let mut command = binary();
+    let mut command = configured(&file);
     command
-        .arg("--config")
-        .arg(&file)
         .env("REDIS_PASSWORD", "wrong-password-456")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "debug");
     let mut gw = Process::spawn(&mut command);
     redis_is(&gw, "down").await;
     let status = fetch_json(&format!("{}/status", gw.url()), None).await;
@@ -494,22 +478,11 @@ async fn a_wrong_redis_password_is_reported_without_it() {
         error,
         "Password authentication failed - AuthenticationFailed"
     );
-    let metrics = get_text_at(&gw, "/metrics").await;
+    let metrics = get_text(&gw, "/metrics").await;
     gw.signal("INT");
     let (_, out, logs) = gw.wait(Duration::from_secs(10));
     for text in [status.to_string(), metrics, out, logs.clone()] {
         assert!(!text.contains("wrong-password-456"), "{text}");
     }
     assert!(logs.contains("cannot be reached"), "{logs}");
-}
-
-async fn get_text_at(gw: &Process, path: &str) -> String {
-    client()
-        .get(format!("{}{path}", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

@@ -133,13 +133,8 @@ pub async fn research(gw: &RunningGateway, body: &str) -> (u16, HeaderMap, Value
 }
 
 /// `GET` of a gateway path, as text.
-pub async fn get_text(gw: &RunningGateway, path: &str) -> String {
-    reqwest::get(format!("{}{path}", gw.url()))
-        .await
-        .expect("request sent")
-        .text()
-        .await
-        .expect("body read")
+pub async fn get_text(gw: &impl At, path: &str) -> String {
+    send(gw, "GET", path, &[], None).await.text
 }
 
 /// `GET` of a gateway path, as JSON.
@@ -164,10 +159,21 @@ pub async fn fetch_json(url: &str, bearer: Option<&str>) -> Value {
 
 /// The value of one series (`name{labels}`, labels in Prometheus's order) in
 /// the gateway's `/metrics`; 0 when it is not exported.
-pub async fn metric(gw: &RunningGateway, series: &str) -> f64 {
+pub async fn metric(gw: &impl At, series: &str) -> f64 {
     get_text(gw, "/metrics")
         .await
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every series whose line starts with `prefix`: a whole family,
+/// or those of its series whose labels begin so.
+pub async fn metric_sum(gw: &impl At, prefix: &str) -> f64 {
+    get_text(gw, "/metrics")
+        .await
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -15,6 +15,19 @@ pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_context7-lb"))
 }
 
+/// The gateway binary on the configuration file `config`, logging at info,
+/// its stdout and stderr piped (read them with [`Process::wait`]).
+pub fn configured(config: &Path) -> Command {
+    let mut command = binary();
+    command
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 /// A gateway process, killed (if still running) when dropped. It listens on
 /// port 0, so that the kernel picks its port and no one can take it first;
 /// the port is read from `/proc` once it listens.
