@@ -291,18 +291,28 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, upgrade: bool) -> Resu
 
 /// Adds a TCP listener to `service`; with `reuse_port` it binds with
 /// SO_REUSEPORT, so that it can take over the address of a [`PortReservation`].
+///
+/// Reads from clients are not buffered: Pingora's default puts a zeroed
+/// 64 KiB read buffer in front of every accepted connection, which at
+/// thousands of open streams was most of the gateway's memory (about
+/// 64 KiB a stream, docs/performance.md), and it only saved syscalls for
+/// reads smaller than the HTTP layer's own buffers, which are not made.
 fn add_tcp<A>(
     service: &mut pingora::services::listening::Service<A>,
     address: &str,
     reuse_port: bool,
 ) {
+    use pingora::listeners::{ListenerConfig, TcpSocketOptions};
+    use pingora::protocols::l4::stream::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings};
+    let mut options = TcpSocketOptions::default();
     if reuse_port {
-        let mut options = pingora::listeners::TcpSocketOptions::default();
         options.so_reuseport = Some(true);
-        service.add_tcp_with_settings(address, options);
-    } else {
-        service.add_tcp(address);
     }
+    service.add_listener(
+        ListenerConfig::tcp(address)
+            .tcp_socket_options(options)
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+    );
 }
 
 /// A gateway running in threads of this process, for tests, benchmarks and

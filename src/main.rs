@@ -49,6 +49,24 @@ struct Args {
         requires = "sim_upstream"
     )]
     sim_ttft_ms: u64,
+    /// Tokens per second after the first one of --sim-upstream's streams
+    /// (0, the default, sends them all at once).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0.0,
+        requires = "sim_upstream"
+    )]
+    sim_tokens_per_second: f64,
+    /// Tokens in each answer of --sim-upstream (fewer when a request's
+    /// max_tokens is lower).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 16,
+        requires = "sim_upstream"
+    )]
+    sim_answer_tokens: usize,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +74,7 @@ fn main() -> ExitCode {
     context7_lb::logging::init();
 
     if let Some(address) = &args.sim_upstream {
-        return run_sim_upstream(address, args.sim_ttft_ms);
+        return run_sim_upstream(address, &args);
     }
 
     let config = if args.demo {
@@ -123,7 +141,7 @@ fn main() -> ExitCode {
 }
 
 /// `--sim-upstream`: one simulated vLLM upstream until the process is stopped.
-fn run_sim_upstream(address: &str, ttft_ms: u64) -> ExitCode {
+fn run_sim_upstream(address: &str, args: &Args) -> ExitCode {
     let Ok(address) = address.parse::<std::net::SocketAddr>() else {
         eprintln!("--sim-upstream: {address:?} is not an address and port");
         return ExitCode::FAILURE;
@@ -141,7 +159,9 @@ fn run_sim_upstream(address: &str, ttft_ms: u64) -> ExitCode {
     };
     runtime.block_on(async move {
         let config = context7_lb::sim::SimConfig::new(&format!("sim-{}", address.port()))
-            .ttft(std::time::Duration::from_millis(ttft_ms));
+            .ttft(std::time::Duration::from_millis(args.sim_ttft_ms))
+            .tokens_per_second(args.sim_tokens_per_second)
+            .answer_tokens(args.sim_answer_tokens);
         match context7_lb::sim::SimUpstream::start_on(address, config).await {
             Ok(sim) => {
                 println!("simulated upstream on {}", sim.base_url());
