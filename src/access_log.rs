@@ -5,7 +5,7 @@ use crate::config::LogFormat;
 use crate::routes::research::CacheOutcome;
 use crate::serve::RequestCtx;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 /// One access-log line: the request id, client, route, upstream, status,
 /// latency, tokens and cache result.

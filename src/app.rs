@@ -3,10 +3,10 @@
 //! housekeeping), and shutdown. The state it serves is built in `state`.
 
 use crate::config::{Config, ConfigError};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::pool::health::HealthChecker;
 use crate::ports::PortReservation;
-use crate::proxy::Gateway;
 use crate::state::{AppState, InFlight, SharedState, StartError, build_state};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -51,10 +51,9 @@ pub fn build(config: &Config, opt: Option<Opt>, reuse_port: bool) -> Result<Buil
     server.bootstrap();
 
     let listen = config.listen_addr();
-    // Pingora's HTTP proxy behind the client guard (see `guard`).
+    // Pingora's HTTP server behind the client guard (see `guard`).
     let current = state.clone();
-    let mut proxy = crate::guard::proxy_service(
-        &server.configuration,
+    let mut proxy = crate::guard::guarded_service(
         Gateway::new(state.clone(), in_flight.clone()),
         "context7-lb",
         Arc::new(move || current.load().limits.clone()),

@@ -20,18 +20,19 @@
 //! stream itself enforces `limits.client_header_timeout` (from the head's
 //! first byte; from the accept for a new connection), `max_header_bytes`
 //! (answered 431) and, between requests, `client_keepalive_timeout` (a quiet
-//! close). It knows where a head ends because the proxy tells it
-//! ([`screen`] at the start of `request_filter`, [`request_done`] in
-//! `logging`): Pingora reads nothing of the body before `request_filter`.
-//! Refusals written by the stream bypass the proxy phases, so they are
-//! logged and counted here (`context7_http_requests_total{route="invalid"}`).
+//! close). It knows where a head ends because the gateway tells it
+//! ([`screen`] once a head is parsed, [`request_done`] once its request is
+//! over): Pingora reads nothing of the body before the gateway asks for it.
+//! Refusals written by the stream bypass the gateway, so they are logged and
+//! counted here (`context7_http_requests_total{route="invalid"}`).
 
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::routes::Reply;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::tls::{ALPN, SslDigest};
@@ -39,9 +40,7 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use pingora::proxy::{HttpProxy, ProxyHttp, Session};
 use pingora::server::ShutdownWatch;
-use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use std::io;
 use std::pin::Pin;
@@ -86,26 +85,22 @@ impl ClientLimits {
 /// limits apply to the connections accepted after it.
 pub type CurrentLimits = Arc<dyn Fn() -> ClientLimits + Send + Sync>;
 
-/// The proxy service for `gateway`, named `name`: Pingora's HTTP proxy
+/// The listening service for `app`, named `name`: Pingora's HTTP server
 /// behind a [`Guarded`] layer that wraps each connection.
-pub fn proxy_service<SV>(
-    conf: &Arc<ServerConf>,
-    gateway: SV,
+pub fn guarded_service<A>(
+    app: A,
     name: &str,
     limits: CurrentLimits,
     metrics: Arc<Metrics>,
-) -> Service<Guarded<HttpProxy<SV>>>
+) -> Service<Guarded<A>>
 where
-    SV: ProxyHttp + Send + Sync + 'static,
-    SV::CTX: Send + Sync,
+    A: HttpServerApp + Send + Sync + 'static,
 {
-    let mut proxy = HttpProxy::new(gateway, conf.clone());
-    proxy.handle_init_modules();
-    Service::new(name.to_string(), Guarded::new(proxy, limits, metrics))
+    Service::new(name.to_string(), Guarded::new(app, limits, metrics))
 }
 
 /// A Pingora server application that hands each accepted connection,
-/// wrapped in a [`GuardedStream`], to the application inside (the proxy).
+/// wrapped in a [`GuardedStream`], to the application inside (the gateway).
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: CurrentLimits,
@@ -493,18 +488,22 @@ impl Peek for GuardedStream {
     }
 }
 
-/// The guarded stream under a proxy session, if it is one.
-fn guarded(session: &Session) -> Option<&GuardedStream> {
-    let stream = session.as_downstream().stream()?;
+/// The guarded stream under a session, if it is one.
+fn guarded(session: &ServerSession) -> Option<&GuardedStream> {
+    let stream = session.stream()?;
     (**stream).as_any().downcast_ref::<GuardedStream>()
 }
 
-/// Called first in `request_filter`, once a request head is parsed: tells
+/// Called first, once a request head is parsed: tells
 /// the stream its head ended, sets the body's timeouts, turns pipelining on,
 /// and refuses a head that is too large, ambiguously framed, or announces a
 /// body too large for a route that takes none. `takes_body` says whether the
 /// route reads a body (it then refuses a too large one in its own format).
-pub fn screen(session: &mut Session, limits: &ClientLimits, takes_body: bool) -> Option<Reply> {
+pub fn screen(
+    session: &mut ServerSession,
+    limits: &ClientLimits,
+    takes_body: bool,
+) -> Option<Reply> {
     if let Some(stream) = guarded(session) {
         stream.head_received();
     }
@@ -522,7 +521,7 @@ pub fn screen(session: &mut Session, limits: &ClientLimits, takes_body: bool) ->
     // A client may half-close once its request is sent (RFC 9112, 9.6): its
     // answer, a stream too, goes on until written or a write fails.
     session.set_abort_on_close(false);
-    let raw = session.as_downstream().to_h1_raw();
+    let raw = session.to_h1_raw();
     let framing = framing(&raw);
     let refusal = judge(raw.len(), &framing, limits, takes_body);
     match &refusal {
@@ -537,9 +536,9 @@ pub fn screen(session: &mut Session, limits: &ClientLimits, takes_body: bool) ->
     refusal
 }
 
-/// Called in `logging`, once a request is over: what the stream reads next
-/// is the next request's head.
-pub fn request_done(session: &Session) {
+/// Called once a request is over: what the stream reads next is the next
+/// request's head.
+pub fn request_done(session: &ServerSession) {
     if let Some(stream) = guarded(session) {
         stream.request_done();
     }

@@ -12,7 +12,7 @@ use crate::state::{AppState, InFlightGuard};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -58,22 +58,19 @@ impl RequestCtx {
 
 /// Routes a request: listener restrictions, client key, rate limit, then the
 /// route's handler. Every answer carries the request id.
-pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
     let header = session.req_header();
     ctx.route = Route::of(header.method.as_str(), header.uri.path());
     if let Some(refusal) = guard::screen(session, &state.limits, ctx.route.takes_body()) {
-        write_reply(session, ctx, refusal).await?;
-        return Ok(true);
+        return write_reply(session, ctx, refusal).await;
     }
     let port = local_port(session);
     if let Some(reply) = listener_refusal(state, port, ctx.route) {
-        write_reply(session, ctx, reply).await?;
-        return Ok(true);
+        return write_reply(session, ctx, reply).await;
     }
     if let Some(refusal) = admit(state, session, port, ctx).await {
         let reply = ctx.route.envelope().refuse(&refusal);
-        write_reply(session, ctx, reply).await?;
-        return Ok(true);
+        return write_reply(session, ctx, reply).await;
     }
     let reply = match ctx.route {
         Route::Ping => local::ping(
@@ -122,8 +119,7 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
             tokio::spawn(charging);
         }
     }
-    write_reply(session, ctx, reply).await?;
-    Ok(true)
+    write_reply(session, ctx, reply).await
 }
 
 /// The client's `X-Request-Id` when it is a sane token, else a new one.
@@ -291,13 +287,12 @@ async fn openai(
     session: &mut Session,
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
-) -> Result<bool> {
+) -> Result<()> {
     let body = match read_json_body(session, state, true).await? {
         Ok(body) => body,
         Err(refusal) => {
             let reply = ctx.route.envelope().refuse(&refusal);
-            write_reply(session, ctx, reply).await?;
-            return Ok(true);
+            return write_reply(session, ctx, reply).await;
         }
     };
     let count_tokens = ctx
@@ -320,7 +315,7 @@ async fn openai(
             write_reply(session, ctx, OpenAiError::reply(&error)).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// `/mcp`: the checks that need no body first, then the body within the
@@ -430,11 +425,7 @@ async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) 
         header.insert_header(name, value)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(reply.body), true).await?;
-    }
-    Ok(())
+    session.write_response_header(Box::new(header)).await?;
+    let body = if head_only { Bytes::new() } else { reply.body };
+    session.write_response_body(body, true).await
 }

@@ -16,7 +16,7 @@ use crate::pool::{Pool, Stop, Upstream};
 use crate::sse::SseWatcher;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -486,11 +486,11 @@ impl OpenAiService {
             .map_err(internal)?;
         // The client may have gone; nothing more to do for it then.
         if session
-            .write_response_header(Box::new(header), false)
+            .write_response_header(Box::new(header))
             .await
             .is_ok()
         {
-            let _ = session.write_response_body(Some(answered.body), true).await;
+            let _ = session.write_response_body(answered.body, true).await;
         }
         let tokens = answered.usage.map(|u| u.total());
         Ok(Served {
@@ -527,14 +527,12 @@ impl OpenAiService {
         let written = async {
             let mut header = response_header(200, &stream.content_type, &upstream)?;
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            session
-                .write_response_header(Box::new(header), false)
-                .await?;
+            session.write_response_header(Box::new(header)).await?;
             // Hiding usage can hold the first chunk's only event back whole.
             if first.is_empty() {
                 return Ok(());
             }
-            session.write_response_body(Some(first), false).await
+            session.write_response_body(first, false).await
         }
         .await;
         // A stream already started cannot move: when the checks take its
@@ -554,7 +552,7 @@ impl OpenAiService {
                             if chunk.is_empty() {
                                 continue;
                             }
-                            if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                            if let Err(e) = session.write_response_body(chunk, false).await {
                                 break client_gone(&e);
                             }
                         }
@@ -577,11 +575,11 @@ impl OpenAiService {
         if let (Some(held), StreamEnd::Complete | StreamEnd::UpstreamFailed(_)) =
             (watcher.held_back(), &ending)
         {
-            let _ = session.write_response_body(Some(held), false).await;
+            let _ = session.write_response_body(held, false).await;
         }
         match ending {
             StreamEnd::Complete => {
-                let _ = session.write_response_body(None, true).await;
+                let _ = session.write_response_body(Bytes::new(), true).await;
             }
             StreamEnd::ClientLeft | StreamEnd::ClientStalled => {
                 // The answer is cut: its connection cannot carry another.
@@ -595,10 +593,8 @@ impl OpenAiService {
                 );
                 error.upstream = Some(upstream.clone());
                 let tail = format!("data: {}\n\ndata: [DONE]\n\n", error.body());
-                let _ = session
-                    .write_response_body(Some(Bytes::from(tail)), false)
-                    .await;
-                let _ = session.write_response_body(None, true).await;
+                let _ = session.write_response_body(Bytes::from(tail), false).await;
+                let _ = session.write_response_body(Bytes::new(), true).await;
             }
         }
         let tokens = usage.map(|u| u.total());
