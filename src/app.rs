@@ -200,7 +200,8 @@ impl BackgroundService for Janitor {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {
                     let state = self.state.load();
                     crate::task::guarded_sync("janitor", &state.metrics, || {
-                        state.rate_limit.forget_idle()
+                        state.rate_limit.forget_idle();
+                        state.client.sweep();
                     });
                 }
                 _ = shutdown.changed() => return,

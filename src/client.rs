@@ -1,25 +1,32 @@
 //! The gateway's one HTTP client towards upstreams: every request the gateway
 //! makes (research, OpenAI, health probes, model discovery) goes through one
 //! instance, built once per process and kept across reloads, over Pingora's
-//! connector: pooled keep-alive connections, rustls with verified
-//! certificates, SNI and `Host` taken from the URL. It knows addresses and
+//! transport connector (TCP, rustls with verified certificates, SNI) and
+//! HTTP/1 client session, with `Host` taken from the URL, and its own pool of
+//! kept-alive connections ([`IdleConnections`]). It knows addresses and
 //! URLs, not upstreams: choosing one is the pool's job (`pool::call`).
 
 use crate::config::BaseUrl;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use pingora::connectors::http::v1::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::v1::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// How long an idle upstream connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most idle connections kept per upstream address; more are closed.
+const MAX_IDLE_PER_PEER: usize = 1024;
 
 /// One HTTP request to an upstream.
 pub struct UpstreamRequest<'a> {
@@ -87,7 +94,8 @@ impl fmt::Display for CallError {
 
 /// The gateway's HTTP client towards upstreams, and its connection pool.
 pub struct UpstreamClient {
-    connector: Connector,
+    connector: TransportConnector,
+    idle: IdleConnections,
 }
 
 impl Default for UpstreamClient {
@@ -99,7 +107,8 @@ impl Default for UpstreamClient {
 impl UpstreamClient {
     pub fn new() -> UpstreamClient {
         UpstreamClient {
-            connector: Connector::new(None),
+            connector: TransportConnector::new(None),
+            idle: IdleConnections::default(),
         }
     }
 
@@ -144,9 +153,9 @@ impl UpstreamClient {
         // Built once, before any connection: a request that cannot be written
         // is not worth a connection, and a stale one's retry sends the same bytes.
         let wire = request_wire(req).map_err(|why| CallError::NoAnswer(why.to_string()))?;
-        let (session, reused) = self.session_for(&peer, req.fresh).await?;
+        let (stream, reused) = self.stream_for(&peer, req.fresh).await?;
         let (mut session, sent) =
-            send_request(session, &peer, &wire, req.read_timeout, req.connect_timeout).await;
+            send_request(stream, &peer, &wire, req.read_timeout, req.connect_timeout).await;
         match sent {
             Ok(()) => Ok(Exchange {
                 client: self,
@@ -178,29 +187,37 @@ impl UpstreamClient {
         if !session.is_body_done() {
             return;
         }
-        // Pingora's release only awaits to shut down a connection that cannot
-        // be kept; dropping that future closes it as well. The kept-alive case
-        // completes at once, so the exchange's futures need no room for it.
-        let _ = self
-            .connector
-            .release_http_session(session, &*peer, Some(IDLE_TIMEOUT))
-            .now_or_never();
+        // The answer's own say (`Connection: close`, HTTP/1.0) decides.
+        session.respect_keepalive();
+        // `reuse` only awaits to shut down a connection that cannot be kept;
+        // dropping that future closes it as well.
+        if let Some(Some(stream)) = session.reuse().now_or_never() {
+            self.idle.put(peer.reuse_hash(), stream);
+        }
     }
 
-    /// A pooled connection to `peer`, or else a new one.
-    async fn session_for(
-        &self,
-        peer: &HttpPeer,
-        fresh: bool,
-    ) -> Result<(HttpSession, bool), CallError> {
-        if !fresh && let Some(session) = self.connector.reused_http_session(peer).await {
-            return Ok((session, true));
+    /// A pooled connection to `peer`, or else a new one; says which.
+    async fn stream_for(&self, peer: &HttpPeer, fresh: bool) -> Result<(Stream, bool), CallError> {
+        if !fresh && let Some(stream) = self.idle.take(peer.reuse_hash()) {
+            return Ok((stream, true));
         }
         // Connecting (TCP, then TLS for https) is the rare path and its future
-        // weighs 8 KiB; boxed, so that every request does not carry and copy it.
-        Box::pin(self.connector.get_http_session(peer))
+        // is large; boxed, so that every request does not carry and copy it.
+        Box::pin(self.connector.new_stream(peer))
             .await
+            .map(|stream| (stream, false))
             .map_err(|e| CallError::Connect(describe(&e)))
+    }
+
+    /// Closes the pooled connections idle for too long or closed by their
+    /// upstream (the janitor calls it; taking one checks it too).
+    pub fn sweep(&self) {
+        self.idle.sweep();
+    }
+
+    /// Connections idle in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
     }
 
     fn peer(&self, address: SocketAddr, req: &UpstreamRequest<'_>) -> HttpPeer {
@@ -294,10 +311,105 @@ impl Exchange<'_> {
     }
 }
 
+/// Kept-alive upstream connections waiting for their next request: per
+/// address (Pingora's reuse hash of the peer, which covers TLS and SNI), the
+/// most recently used last, so that the connections in use stay few and warm.
+///
+/// No task watches an idle connection (Pingora's pool spawned one for every
+/// connection given back, with a timer, to notice a close): a connection is
+/// checked when it is taken instead, by polling a read once. Nothing to read
+/// is a live connection; an end of stream is the upstream's close, and bytes
+/// it sent unasked make the connection unusable. Either way it is closed and
+/// the next one tried; a close that comes while the request is being written
+/// is the stale-connection resend of `pool::call`.
+#[derive(Default)]
+struct IdleConnections {
+    by_peer: Mutex<HashMap<u64, VecDeque<IdleStream>>>,
+}
+
+struct IdleStream {
+    stream: Stream,
+    since: Instant,
+}
+
+impl IdleConnections {
+    fn put(&self, peer: u64, stream: Stream) {
+        let evicted = {
+            let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = by_peer.entry(peer).or_default();
+            idle.push_back(IdleStream {
+                stream,
+                since: Instant::now(),
+            });
+            (idle.len() > MAX_IDLE_PER_PEER).then(|| idle.pop_front())
+        };
+        // Closed outside the lock.
+        drop(evicted);
+    }
+
+    fn take(&self, peer: u64) -> Option<Stream> {
+        let mut closing = Vec::new();
+        let found = {
+            let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = by_peer.get_mut(&peer)?;
+            loop {
+                let Some(mut newest) = idle.pop_back() else {
+                    break None;
+                };
+                if newest.since.elapsed() >= IDLE_TIMEOUT {
+                    // The newest is too old: so are all the others.
+                    closing.push(newest);
+                    closing.extend(idle.drain(..));
+                    break None;
+                }
+                if still_open(&mut newest.stream) {
+                    break Some(newest.stream);
+                }
+                closing.push(newest);
+            }
+        };
+        drop(closing);
+        found
+    }
+
+    fn sweep(&self) {
+        let closing: Vec<IdleStream> = {
+            let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut closing = Vec::new();
+            for idle in by_peer.values_mut() {
+                let mut keep = VecDeque::with_capacity(idle.len());
+                for mut entry in idle.drain(..) {
+                    if entry.since.elapsed() < IDLE_TIMEOUT && still_open(&mut entry.stream) {
+                        keep.push_back(entry);
+                    } else {
+                        closing.push(entry);
+                    }
+                }
+                *idle = keep;
+            }
+            by_peer.retain(|_, idle| !idle.is_empty());
+            closing
+        };
+        drop(closing);
+    }
+
+    fn len(&self) -> usize {
+        let by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        by_peer.values().map(VecDeque::len).sum()
+    }
+}
+
+/// Whether an idle connection is still usable: a read polled once finds
+/// nothing to read (see [`IdleConnections`]).
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    stream.read(&mut byte).now_or_never().is_none()
+}
+
 /// Writes the request (see [`request_wire`]) and reads the answer's header;
 /// hands the session back either way, for the pool or for shutdown.
 async fn send_request(
-    session: HttpSession,
+    mut stream: Stream,
     peer: &HttpPeer,
     wire: &[u8],
     read_timeout: Option<Duration>,
@@ -307,7 +419,6 @@ async fn send_request(
     // body: two sends, two segments, and on loopback two wake-ups of the
     // upstream. A third of the gateway's CPU went there, so head and body
     // leave here in one write; Pingora still reads and parses the answer.
-    let mut stream = session.into_inner();
     let written = write_request(&mut stream, wire, write_timeout).await;
     let mut session = HttpSession::new_with_options(stream, peer);
     if let Err(why) = written {

@@ -338,3 +338,88 @@ async fn a_stale_connection_is_resent_once_as_an_attempt() {
         stop(gw).await;
     }
 }
+
+/// A raw upstream that counts the connections it accepts and answers every
+/// request on them; with `close_after_answer`, it closes each connection
+/// right after its first answer (without saying so in the answer), as an
+/// upstream whose keep-alive timeout is shorter than the gateway's does.
+async fn counting_upstream(
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    close_after_answer: bool,
+) -> RawUpstream {
+    RawUpstream::start(move |mut stream| {
+        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buffer = Vec::new();
+            while let Some((line, body)) = read_request(&mut stream, &mut buffer).await {
+                if stream.write_all(&final_answer(&line, &body)).await.is_err() {
+                    return;
+                }
+                if close_after_answer {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// One completion through `client`; with `resend_stale`, a kept-alive
+/// connection found closed on first use is resent on a new one (`send`),
+/// otherwise that is an error (`open`, as requests' calls use it).
+async fn completion(client: &UpstreamClient, base_url: &str, resend_stale: bool) -> u16 {
+    let url = parse_base_url(base_url).unwrap();
+    let address = format!("{}:{}", url.host, url.port).parse().unwrap();
+    let request = UpstreamRequest {
+        method: "POST",
+        url: &url,
+        path: "/v1/chat/completions",
+        authorization: None,
+        body: Some(bytes::Bytes::from_static(b"{}")),
+        max_body: 4096,
+        read_timeout: Some(Duration::from_secs(2)),
+        accept: "application/json",
+        connect_timeout: Duration::from_secs(2),
+        fresh: false,
+    };
+    if resend_stale {
+        return client.send(address, &request).await.unwrap().status;
+    }
+    let exchange = client.open(address, &request).await.unwrap();
+    exchange.read_all(4096).await.unwrap().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_connection_is_kept_and_used_again() {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let raw = counting_upstream(accepted.clone(), false).await;
+    let client = UpstreamClient::new();
+    assert_eq!(client.idle_connections(), 0);
+    for _ in 0..3 {
+        assert_eq!(completion(&client, &raw.base_url(), false).await, 200);
+        assert_eq!(client.idle_connections(), 1, "given back after its answer");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A sweep keeps a live connection.
+    client.sweep();
+    assert_eq!(client.idle_connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_upstream_closed_is_never_used() {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let raw = counting_upstream(accepted.clone(), true).await;
+    let client = UpstreamClient::new();
+    assert_eq!(completion(&client, &raw.base_url(), true).await, 200);
+    // The upstream's close arrives while the connection is idle.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Taking it finds the close: a new connection, not a stale error.
+    assert_eq!(completion(&client, &raw.base_url(), false).await, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A sweep closes what the upstream closed, without a request.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(client.idle_connections(), 1);
+    client.sweep();
+    assert_eq!(client.idle_connections(), 0);
+}
