@@ -63,7 +63,7 @@ impl Gateway {
                 e.as_down();
                 if e.etype == InvalidHTTPHeader {
                     log::debug!("bad request head: {e}");
-                    let _ = session.respond_error(400).await;
+                    let _ = Box::pin(session.respond_error(400)).await;
                 } else {
                     log::debug!("connection broken before a request head: {e}");
                 }
@@ -158,8 +158,10 @@ impl HttpServerApp for Gateway {
             Ok(()) => {
                 self.record(&session, &ctx, None);
                 let settings = HttpPersistentSettings::for_session(&session);
-                session
-                    .finish()
+                // Boxed: finishing (the body's end, draining what the client
+                // sent unread) is a 3.7 KiB future, and inline it would make
+                // every open stream's future that large for its whole life.
+                Box::pin(session.finish())
                     .await
                     .ok()
                     .flatten()
@@ -168,7 +170,8 @@ impl HttpServerApp for Gateway {
             Err(e) => {
                 let code = failure_status(&e);
                 if code > 0 {
-                    let _ = session.respond_error(code).await;
+                    // Boxed, like `finish` above: a rare path's large future.
+                    let _ = Box::pin(session.respond_error(code)).await;
                 }
                 log::error!(
                     "Fail to filter request: {e}, status: {code}, {}",

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::routes::Reply;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::TlsRef;
@@ -99,8 +99,14 @@ where
     Service::new(name.to_string(), Guarded::new(app, limits, metrics))
 }
 
-/// A Pingora server application that hands each accepted connection,
-/// wrapped in a [`GuardedStream`], to the application inside (the gateway).
+/// A Pingora server application that wraps each accepted connection in a
+/// [`GuardedStream`] and serves its HTTP/1 requests, one after the other,
+/// with the HTTP application inside (the gateway).
+///
+/// The keep-alive loop is Pingora's own (its `ServerApp` for every
+/// `HttpServerApp`) without its HTTP/2 and custom-protocol paths, which the
+/// gateway never takes (no TLS listener, no h2c): inline in that loop's
+/// future they made it 3.8 KiB for every open connection.
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: CurrentLimits,
@@ -118,18 +124,30 @@ impl<A> Guarded<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let guarded = GuardedStream::new(stream, (self.limits)(), self.metrics.clone());
-        self.inner.process_new(Box::new(guarded), shutdown).await
+        let mut session = ServerSession::new_http1(Box::new(guarded));
+        // Kept alive unless the service is shutting down; how long an idle
+        // connection stays is the stream's business (`keepalive_timeout`).
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        let mut served = self.inner.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = served.map(ReusedHttpStream::consume) {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            served = self.inner.process_new_http(session, shutdown).await;
+        }
+        None
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await
+        self.inner.http_cleanup().await
     }
 }
 
