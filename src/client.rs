@@ -159,7 +159,10 @@ impl UpstreamClient {
         match sent {
             Ok(()) => Ok(Exchange {
                 client: self,
-                connection: Some(Box::new(Connection { session, peer })),
+                connection: Some(Box::new(Connection {
+                    session,
+                    pool_key: peer.reuse_hash(),
+                })),
             }),
             Err(why) => {
                 // A kept-alive connection the upstream had closed fails on first
@@ -183,7 +186,10 @@ impl UpstreamClient {
     /// Puts a connection whose answer was read to its end back in the pool;
     /// closes any other.
     fn release(&self, connection: Box<Connection>) {
-        let Connection { mut session, peer } = *connection;
+        let Connection {
+            mut session,
+            pool_key,
+        } = *connection;
         if !session.is_body_done() {
             return;
         }
@@ -192,7 +198,7 @@ impl UpstreamClient {
         // `reuse` only awaits to shut down a connection that cannot be kept;
         // dropping that future closes it as well.
         if let Some(Some(stream)) = session.reuse().now_or_never() {
-            self.idle.put(peer.reuse_hash(), stream);
+            self.idle.put(pool_key, stream);
         }
     }
 
@@ -243,7 +249,9 @@ pub struct Exchange<'c> {
 /// The connection an exchange runs on, and where it goes back to.
 struct Connection {
     session: HttpSession,
-    peer: Box<HttpPeer>,
+    /// Where it goes back to ([`IdleConnections`]): the peer itself is 700
+    /// bytes, not worth keeping for as long as the answer streams.
+    pool_key: u64,
 }
 
 impl Exchange<'_> {

@@ -83,7 +83,7 @@ impl Gateway {
         };
         let state = self.state.load();
         let metrics = &state.metrics;
-        if error.is_some_and(|e| e.etype == WriteTimedout) {
+        if error.is_some() && crate::guard::write_timed_out(session) {
             metrics.client_write_timeouts.inc();
         }
         let elapsed = ctx.started.elapsed();

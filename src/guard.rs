@@ -158,6 +158,8 @@ struct Phase {
     in_head: AtomicBool,
     /// Requests finished on this connection: a change starts a new head.
     finished: AtomicU64,
+    /// A write was cut: the client accepted no byte for `write_timeout`.
+    write_stalled: AtomicBool,
 }
 
 /// Why the stream refused a request head itself.
@@ -186,6 +188,11 @@ pub struct GuardedStream {
     /// answer (a close with unread input sends RST, and the client may lose
     /// the answer it had not read yet).
     lingering: Option<(Pin<Box<Sleep>>, usize)>,
+    /// Since when a write has waited for the client to accept bytes: armed
+    /// only while one waits, so that an answer whose writes go straight
+    /// through (nearly all) never touches a timer. Pingora's own write
+    /// timeout registered one for every piece of every answer written.
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 /// How long, and how much, a refused client's remaining input is drained.
@@ -197,6 +204,7 @@ impl GuardedStream {
         let phase = Phase {
             in_head: AtomicBool::new(true),
             finished: AtomicU64::new(0),
+            write_stalled: AtomicBool::new(false),
         };
         // A new connection is expected to send its request at once: the
         // head's whole time runs from the accept (as nginx does).
@@ -211,7 +219,33 @@ impl GuardedStream {
             deadline: Some(deadline),
             refusing: None,
             lingering: None,
+            write_stall: None,
         }
+    }
+
+    /// A write's outcome, bounded by `write_timeout` without progress: a
+    /// write that is ready disarms the deadline, one that waits arms it, and
+    /// one still waiting when it passes fails with `TimedOut`.
+    fn bound_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stall = None;
+            return polled;
+        }
+        let timeout = self.limits.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stall.as_mut().poll(cx));
+        self.write_stall = None;
+        self.phase.write_stalled.store(true, Ordering::Release);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client accepted no byte for {timeout:?}"),
+        )))
     }
 
     /// The request head was parsed: what follows is its body.
@@ -414,11 +448,13 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.bound_write(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.bound_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -430,7 +466,8 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.bound_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -531,8 +568,8 @@ pub fn screen(
     session.set_total_drain_timeout(Some(limits.body_timeout));
     session.set_pipelining_enabled(true);
     // A client that stops reading must not hold its answer, its upstream
-    // request and its concurrency slot for ever.
-    session.set_write_timeout(Some(limits.write_timeout));
+    // request and its concurrency slot for ever: the stream bounds every
+    // write (`GuardedStream::bound_write`), so Pingora's timeout is not set.
     // An answer written before the body was read (a refusal) closes the
     // connection: the unread bytes must never be taken for the next request.
     session.set_close_on_response_before_downstream_finish(true);
@@ -552,6 +589,12 @@ pub fn screen(
         None => {}
     }
     refusal
+}
+
+/// Whether a write to this session's client was cut because the client
+/// accepted no byte for `limits.client_write_timeout`.
+pub fn write_timed_out(session: &ServerSession) -> bool {
+    guarded(session).is_some_and(|stream| stream.phase.write_stalled.load(Ordering::Acquire))
 }
 
 /// Called once a request is over: what the stream reads next is the next

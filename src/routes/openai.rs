@@ -541,19 +541,24 @@ impl OpenAiService {
         let taken_out = serving.taken_out();
         tokio::pin!(taken_out);
         taken_out.as_mut().enable();
-        let ending = if let Err(e) = written {
-            client_gone(&e)
+        let ending = if written.is_err() {
+            client_gone(session)
         } else {
             loop {
                 tokio::select! {
+                    // Biased: a chunk that is there is relayed without first
+                    // polling the other branches (nor drawing a random order);
+                    // a client that left is seen by the next write or, while
+                    // the upstream is quiet, by the idle read.
+                    biased;
                     chunk = stream.next_chunk() => match chunk {
                         Ok(Some(chunk)) => {
                             let chunk = watcher.pass(chunk);
                             if chunk.is_empty() {
                                 continue;
                             }
-                            if let Err(e) = session.write_response_body(chunk, false).await {
-                                break client_gone(&e);
+                            if session.write_response_body(chunk, false).await.is_err() {
+                                break client_gone(session);
                             }
                         }
                         Ok(None) if watcher.done() => break StreamEnd::Complete,
@@ -708,8 +713,9 @@ impl OpenAiService {
 }
 
 /// How a failed write to the client ended its stream.
-fn client_gone(e: &pingora::Error) -> StreamEnd {
-    if e.etype == pingora::ErrorType::WriteTimedout {
+/// How a stream ended whose write to the client failed.
+fn client_gone(session: &Session) -> StreamEnd {
+    if crate::guard::write_timed_out(session) {
         StreamEnd::ClientStalled
     } else {
         StreamEnd::ClientLeft
