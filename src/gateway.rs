@@ -88,17 +88,18 @@ impl Gateway {
         }
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.label();
-        metrics
-            .requests
-            .with_label_values(&[route, status_label(status)])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        metrics
-            .gateway_overhead
-            .with_label_values(&[route])
+        let series = metrics.route(ctx.route.index(), route);
+        if status == 200 {
+            series.ok.inc();
+        } else {
+            metrics
+                .requests
+                .with_label_values(&[route, status_label(status)])
+                .inc();
+        }
+        series.duration.observe(elapsed.as_secs_f64());
+        series
+            .overhead
             .observe(elapsed.saturating_sub(ctx.upstream_time).as_secs_f64());
         if state.config.access_log.enabled {
             let format = state.config.access_log.format;

@@ -2,9 +2,35 @@
 //! registry, with low-cardinality labels only (route templates, upstream names).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::OnceLock;
+
+/// Most routes [`Metrics::route`] keeps series for (`Route` has 13).
+pub const MAX_ROUTES: usize = 16;
+
+/// The series every request of one route adds to, looked up once: a label
+/// lookup hashes its values and takes the family's lock, and a request made
+/// three of them for these alone. Made on first use, so that the exposition
+/// shows a route only once it served a request, as before.
+pub struct RouteSeries {
+    /// `context7_http_requests_total{route, status="200"}`.
+    pub ok: IntCounter,
+    pub duration: Histogram,
+    pub overhead: Histogram,
+}
+
+/// The series of one upstream that each of its answers adds to, looked up
+/// once (see [`RouteSeries`]); kept by the upstream, for its lifetime.
+#[derive(Default)]
+pub struct UpstreamSeries {
+    ok: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+    time_to_first_token: OnceLock<Histogram>,
+    /// The model the token counters are for, and prompt and completion.
+    tokens: OnceLock<(String, IntCounter, IntCounter)>,
+}
 
 /// Buckets for whole requests: LLM answers take from milliseconds to a minute.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -15,6 +41,7 @@ const REQUEST_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     descs: Vec<String>,
+    routes: [OnceLock<RouteSeries>; MAX_ROUTES],
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
@@ -285,6 +312,85 @@ impl Metrics {
             redis_errors,
             redis_up,
             exported_upstreams: std::sync::Mutex::new(Vec::new()),
+            routes: Default::default(),
+        }
+    }
+
+    /// The series of route number `index` (below [`MAX_ROUTES`]), labelled `label`.
+    pub fn route(&self, index: usize, label: &'static str) -> &RouteSeries {
+        self.routes[index].get_or_init(|| RouteSeries {
+            ok: self.requests.with_label_values(&[label, "200"]),
+            duration: self.request_duration.with_label_values(&[label]),
+            overhead: self.gateway_overhead.with_label_values(&[label]),
+        })
+    }
+
+    /// Counts one attempt on `upstream` that ended with `outcome`, and its duration.
+    pub fn count_attempt(
+        &self,
+        series: &UpstreamSeries,
+        upstream: &str,
+        outcome: &str,
+        seconds: f64,
+    ) {
+        if outcome == "ok" {
+            series
+                .ok
+                .get_or_init(|| self.upstream_requests.with_label_values(&[upstream, "ok"]))
+                .inc();
+        } else {
+            self.upstream_requests
+                .with_label_values(&[upstream, outcome])
+                .inc();
+        }
+        series
+            .duration
+            .get_or_init(|| self.upstream_duration.with_label_values(&[upstream]))
+            .observe(seconds);
+    }
+
+    /// Observes a time to first token of `upstream`.
+    pub fn observe_time_to_first_token(
+        &self,
+        series: &UpstreamSeries,
+        upstream: &str,
+        seconds: f64,
+    ) {
+        series
+            .time_to_first_token
+            .get_or_init(|| self.time_to_first_token.with_label_values(&[upstream]))
+            .observe(seconds);
+    }
+
+    /// Counts the prompt and completion tokens of an answer of `upstream` for `model`.
+    pub fn count_tokens(
+        &self,
+        series: &UpstreamSeries,
+        upstream: &str,
+        model: &str,
+        prompt: u64,
+        completion: u64,
+    ) {
+        let counters = |model: &str| {
+            (
+                self.upstream_tokens
+                    .with_label_values(&[upstream, model, "prompt"]),
+                self.upstream_tokens
+                    .with_label_values(&[upstream, model, "completion"]),
+            )
+        };
+        let cached = series.tokens.get_or_init(|| {
+            let (p, c) = counters(model);
+            (model.to_string(), p, c)
+        });
+        if cached.0 == model {
+            cached.1.inc_by(prompt);
+            cached.2.inc_by(completion);
+        } else {
+            // Another model than the first one seen (aliases, several served).
+            let (p, c) = counters(model);
+            p.inc_by(prompt);
+            c.inc_by(completion);
         }
     }
 

@@ -648,10 +648,11 @@ impl Caller {
                         Ok(Ok(Some(chunk))) => chunk,
                     };
                 let ttft = attempt.elapsed();
-                self.metrics
-                    .time_to_first_token
-                    .with_label_values(&[&upstream.name])
-                    .observe(ttft.as_secs_f64());
+                self.metrics.observe_time_to_first_token(
+                    &upstream.series,
+                    &upstream.name,
+                    ttft.as_secs_f64(),
+                );
                 let content_type = exchange
                     .header_str("content-type")
                     .unwrap_or("text/event-stream")
@@ -703,25 +704,21 @@ impl Caller {
     /// One attempt in `context7_upstream_requests_total` and the duration
     /// histogram.
     fn count(&self, upstream: &Upstream, outcome: &str, took: Duration) {
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[&upstream.name, outcome])
-            .inc();
-        self.metrics
-            .upstream_duration
-            .with_label_values(&[&upstream.name])
-            .observe(took.as_secs_f64());
+        self.metrics.count_attempt(
+            &upstream.series,
+            &upstream.name,
+            outcome,
+            took.as_secs_f64(),
+        );
     }
 
     fn count_tokens(&self, upstream: &Upstream, model: &str, usage: Usage) {
-        for (kind, n) in [
-            ("prompt", usage.prompt_tokens),
-            ("completion", usage.completion_tokens),
-        ] {
-            self.metrics
-                .upstream_tokens
-                .with_label_values(&[&upstream.name, model, kind])
-                .inc_by(n);
-        }
+        self.metrics.count_tokens(
+            &upstream.series,
+            &upstream.name,
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
     }
 }

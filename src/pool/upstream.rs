@@ -163,6 +163,8 @@ pub struct Upstream {
     /// keeps the endpoint, and shared with requests of the old configuration
     /// still in flight.
     pub(super) shared: Arc<UpstreamState>,
+    /// Its series in the metrics every answer adds to, looked up once.
+    pub series: crate::metrics::UpstreamSeries,
 }
 
 /// An upstream's live state: health, load, addresses, models.
@@ -296,6 +298,7 @@ impl Upstream {
         let health_addresses = literal(&health_target.url);
         Ok(Upstream {
             index,
+            series: Default::default(),
             name: up.name.clone(),
             kind,
             base,

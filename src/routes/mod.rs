@@ -33,7 +33,15 @@ pub enum Route {
     NotFound,
 }
 
+// Every route has its series slot (`NotFound` is the last variant).
+const _: () = assert!((Route::NotFound as usize) < crate::metrics::MAX_ROUTES);
+
 impl Route {
+    /// Its number, below `metrics::MAX_ROUTES`: where its series are kept.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Low-cardinality label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
