@@ -267,7 +267,7 @@ async fn research(state: &AppState, session: &mut Session, ctx: &mut RequestCtx)
             ctx.upstream = Some(answer.upstream.clone());
             ctx.tokens = Some(answer.tokens_used);
             ctx.charge = ctx.tokens;
-            Reply::json(200, &answer).with_header("X-Upstream", answer.upstream)
+            Reply::json_bytes(200, answer.to_json()).with_header("X-Upstream", answer.upstream)
         }
         Err(failure) => {
             ctx.upstream = failure.upstream.clone();

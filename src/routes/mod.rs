@@ -269,6 +269,16 @@ impl Reply {
         }
     }
 
+    /// A JSON answer already rendered.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
     /// The FastAPI-style error `{"detail": "…"}`.
     pub fn detail(status: u16, detail: impl Into<String>) -> Reply {
         #[derive(Serialize)]
@@ -398,5 +408,57 @@ mod tests {
             iso_time(at(1_764_144_586, 0)),
             "2025-11-26T08:09:46.000000+00:00"
         );
+    }
+}
+
+/// Appends `text` as a JSON string, byte for byte as serde_json writes it.
+/// Text with nothing to escape (nearly all: queries, answers, model names)
+/// is copied whole, after a check the compiler vectorises; serde_json walks
+/// every byte through its escape table, which was the largest cost of
+/// rendering a research request and its answer (docs/performance.md).
+pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    let needs_escape = text.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        serde_json::to_writer(&mut *out, text).expect("a string serializes");
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+#[cfg(test)]
+mod json_text_tests {
+    use super::push_json_str;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_string_is_written_as_serde_json_writes_it(text in any::<String>(), plain in "[ -~]{0,40}") {
+            for text in [text, plain] {
+                let mut ours = Vec::new();
+                push_json_str(&mut ours, &text);
+                prop_assert_eq!(ours, serde_json::to_vec(&text).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_are_kept() {
+        for text in [
+            "a\"b",
+            "back\\slash",
+            "line\nbreak",
+            "\u{1}",
+            "\u{7f}",
+            "é ✓",
+        ] {
+            let mut ours = Vec::new();
+            push_json_str(&mut ours, text);
+            assert_eq!(ours, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
     }
 }

@@ -64,6 +64,28 @@ pub struct ResearchAnswer {
     pub upstream: String,
 }
 
+impl ResearchAnswer {
+    /// The answer's body, `{result, model, tokens_used, latency_ms,
+    /// timestamp}`, byte for byte as serde writes it, written directly (see
+    /// `routes::push_json_str`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(96 + self.result.len() + self.model.len() + self.timestamp.len());
+        out.extend_from_slice(b"{\"result\":");
+        super::push_json_str(&mut out, &self.result);
+        out.extend_from_slice(b",\"model\":");
+        super::push_json_str(&mut out, &self.model);
+        out.extend_from_slice(b",\"tokens_used\":");
+        serde_json::to_writer(&mut out, &self.tokens_used).expect("a number serializes");
+        out.extend_from_slice(b",\"latency_ms\":");
+        serde_json::to_writer(&mut out, &self.latency_ms).expect("a number serializes");
+        out.extend_from_slice(b",\"timestamp\":");
+        super::push_json_str(&mut out, &self.timestamp);
+        out.push(b'}');
+        out
+    }
+}
+
 /// A research request that failed after validation, with the status to answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResearchFailure {
@@ -462,5 +484,25 @@ mod tests {
                 .0
                 .starts_with("not JSON")
         );
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::ResearchAnswer;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn an_answer_is_written_as_serde_writes_it(
+            result in any::<String>(),
+            model in any::<String>(),
+            tokens_used in any::<u64>(),
+            latency_ms in any::<u64>(),
+            timestamp in "[0-9T:.+-]{0,32}",
+        ) {
+            let answer = ResearchAnswer { result, model, tokens_used, latency_ms, timestamp, upstream: "u".into() };
+            prop_assert_eq!(answer.to_json(), serde_json::to_vec(&answer).unwrap());
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! completion it becomes.
 
 use super::Reply;
+use crate::routes::push_json_str;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -83,48 +84,28 @@ impl ResearchRequest {
         }
     }
 
-    /// The OpenAI chat-completion body sent upstream.
+    /// The OpenAI chat-completion body sent upstream:
+    /// `{"model","messages":[{"role","content"}…],"max_tokens","temperature"}`,
+    /// written directly (see `routes::push_json_str`).
     pub fn chat_body(&self, model: &str, system_prompt: Option<&str>) -> Bytes {
-        // Serialized straight from borrowed fields: no intermediate JSON tree.
-        #[derive(Serialize)]
-        struct Message<'a> {
-            role: &'static str,
-            content: &'a str,
+        let texts = model.len() + self.query.len() + system_prompt.map_or(0, str::len);
+        let mut out = Vec::with_capacity(128 + texts);
+        out.extend_from_slice(b"{\"model\":");
+        push_json_str(&mut out, model);
+        out.extend_from_slice(b",\"messages\":[");
+        if let Some(system) = system_prompt {
+            out.extend_from_slice(b"{\"role\":\"system\",\"content\":");
+            push_json_str(&mut out, system);
+            out.extend_from_slice(b"},");
         }
-        #[derive(Serialize)]
-        struct ChatBody<'a> {
-            model: &'a str,
-            messages: &'a [Message<'a>],
-            max_tokens: i64,
-            temperature: f64,
-        }
-        let user = Message {
-            role: "user",
-            content: &self.query,
-        };
-        let with_system;
-        let messages: &[Message<'_>] = match system_prompt {
-            Some(system) => {
-                with_system = [
-                    Message {
-                        role: "system",
-                        content: system,
-                    },
-                    user,
-                ];
-                &with_system
-            }
-            None => std::slice::from_ref(&user),
-        };
-        let body = ChatBody {
-            model,
-            messages,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-        };
-        serde_json::to_vec(&body)
-            .expect("plain structs serialize")
-            .into()
+        out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
+        push_json_str(&mut out, &self.query);
+        out.extend_from_slice(b"}],\"max_tokens\":");
+        serde_json::to_writer(&mut out, &self.max_tokens).expect("a number serializes");
+        out.extend_from_slice(b",\"temperature\":");
+        serde_json::to_writer(&mut out, &self.temperature).expect("a number serializes");
+        out.push(b'}');
+        out.into()
     }
 }
 
@@ -354,6 +335,62 @@ mod tests {
             errors(&json!({ "query": q }).to_string())[0].kind,
             "string_too_long"
         );
+    }
+
+    #[test]
+    fn chat_body_is_what_serde_writes() {
+        // The body as serde wrote it before it was written directly.
+        #[derive(Serialize)]
+        struct Message<'a> {
+            role: &'static str,
+            content: &'a str,
+        }
+        #[derive(Serialize)]
+        struct ChatBody<'a> {
+            model: &'a str,
+            messages: &'a [Message<'a>],
+            max_tokens: i64,
+            temperature: f64,
+        }
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let cases = (
+            proptest::prelude::any::<String>(),
+            "[ -~]{0,20}",
+            proptest::option::of(proptest::prelude::any::<String>()),
+            1i64..100_000,
+            0.0f64..2.0,
+        );
+        runner
+            .run(&cases, |(query, model, system, max_tokens, temperature)| {
+                let request = ResearchRequest {
+                    query: query.clone(),
+                    max_tokens,
+                    temperature,
+                };
+                let user = Message {
+                    role: "user",
+                    content: &query,
+                };
+                let mut messages = Vec::new();
+                if let Some(system) = &system {
+                    messages.push(Message {
+                        role: "system",
+                        content: system,
+                    });
+                }
+                messages.push(user);
+                let expected = serde_json::to_vec(&ChatBody {
+                    model: &model,
+                    messages: &messages,
+                    max_tokens,
+                    temperature,
+                })
+                .unwrap();
+                let ours = request.chat_body(&model, system.as_deref());
+                proptest::prop_assert_eq!(&ours[..], &expected[..]);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
