@@ -284,6 +284,22 @@ impl Exchange<'_> {
             .map_err(|e| CallError::Io(describe(&e)))
     }
 
+    /// The next piece of the body if the upstream already sent it: `None`
+    /// when reading would wait. Pingora's body reader keeps its state in the
+    /// session across a cancelled read, so giving up on a read that waits
+    /// loses nothing. The read timeout is left out of this one poll: it
+    /// would register a timer only to drop it.
+    pub fn next_chunk_now(&mut self) -> Option<Result<Option<Bytes>, CallError>> {
+        let session = match self.session() {
+            Ok(session) => session,
+            Err(e) => return Some(Err(e)),
+        };
+        let read_timeout = session.read_timeout.take();
+        let read = session.read_body_bytes().now_or_never();
+        session.read_timeout = read_timeout;
+        read.map(|read| read.map_err(|e| CallError::Io(describe(&e))))
+    }
+
     /// Reads the rest of the body, within `limit` bytes, and returns the
     /// connection to the pool.
     pub async fn read_all(mut self, limit: usize) -> Result<UpstreamReply, CallError> {

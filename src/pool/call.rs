@@ -354,6 +354,31 @@ impl OpenStream<'_> {
         self.exchange.next_chunk().await
     }
 
+    /// `chunk` with the pieces the upstream already sent behind it (up to
+    /// `limit` bytes in all), so that they go to the client in one write;
+    /// and, when the stream's end or a failure came among them, that too.
+    pub fn gather(&mut self, chunk: Bytes, limit: usize) -> (Bytes, Option<Result<(), CallError>>) {
+        let mut gathered: Option<bytes::BytesMut> = None;
+        let mut after = None;
+        while gathered.as_ref().map_or(chunk.len(), |g| g.len()) < limit {
+            match self.exchange.next_chunk_now() {
+                None => break,
+                Some(Ok(Some(more))) => gathered
+                    .get_or_insert_with(|| bytes::BytesMut::from(&chunk[..]))
+                    .extend_from_slice(&more),
+                Some(Ok(None)) => {
+                    after = Some(Ok(()));
+                    break;
+                }
+                Some(Err(e)) => {
+                    after = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        (gathered.map_or(chunk, bytes::BytesMut::freeze), after)
+    }
+
     /// Records how the stream ended: the pool's outcome, the upstream metrics
     /// (counted once, with the whole stream's duration) and its tokens.
     pub fn finish(self, end: &StreamEnd, usage: Option<Usage>) {

@@ -553,12 +553,19 @@ impl OpenAiService {
                     biased;
                     chunk = stream.next_chunk() => match chunk {
                         Ok(Some(chunk)) => {
+                            // What the upstream sent behind it goes in the same write.
+                            let (chunk, after) = stream.gather(chunk, GATHER_BYTES);
                             let chunk = watcher.pass(chunk);
-                            if chunk.is_empty() {
-                                continue;
-                            }
-                            if session.write_response_body(chunk, false).await.is_err() {
+                            if !chunk.is_empty()
+                                && session.write_response_body(chunk, false).await.is_err()
+                            {
                                 break client_gone(session);
+                            }
+                            match after {
+                                None => {}
+                                Some(Ok(())) if watcher.done() => break StreamEnd::Complete,
+                                Some(Ok(())) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
+                                Some(Err(e)) => break StreamEnd::UpstreamFailed(e.to_string()),
                             }
                         }
                         Ok(None) if watcher.done() => break StreamEnd::Complete,
@@ -713,6 +720,9 @@ impl OpenAiService {
 }
 
 /// How a failed write to the client ended its stream.
+/// Most bytes of a stream gathered into one write to the client.
+const GATHER_BYTES: usize = 16 * 1024;
+
 /// How a stream ended whose write to the client failed.
 fn client_gone(session: &Session) -> StreamEnd {
     if crate::guard::write_timed_out(session) {
