@@ -449,10 +449,12 @@ impl OpenAiService {
             prepare: &prepare,
         };
         if request.stream {
-            // Boxed: a stream lives long enough for one allocation not to
-            // matter, and the non-streamed path then carries no room for it.
+            // Inline, not boxed: a stream holds its future for as long as it
+            // lasts, and one allocation for both takes less memory per open
+            // stream than two (the non-streamed path carries the room).
             let estimate = count_tokens.then(|| request.original.len() as u64 / 4);
-            return Box::pin(self.relay_stream(session, &ask, &request.model, ask_usage, estimate))
+            return self
+                .relay_stream(session, &ask, &request.model, ask_usage, estimate)
                 .await;
         }
         // A 2xx answer of the OpenAI API is JSON; anything else (an HTML page
