@@ -2,8 +2,9 @@
 //! streaming chat completions open against one URL for a bounded time, each
 //! connection starting its next stream as soon as one ends, and prints one
 //! JSON line: streams finished per second, stream time and time to first
-//! chunk (p50, p99), errors by kind, and the CPU time and peak memory of the
-//! processes given with `--pid` over the measured window (from `/proc`).
+//! chunk (p50, p99), errors by kind, the CPU time of the processes given
+//! with `--pid` over the measured window, and their peak resident memory
+//! during the run (VmRSS sampled every 100 ms), from `/proc`.
 //!
 //!   cargo run --release --example stream_load -- URL BODY CONCURRENCY \
 //!       WARMUP_S MEASURE_S EXPECTED_EVENTS [--pid PID]...
@@ -31,12 +32,12 @@ struct Tally {
     errors: BTreeMap<String, u64>,
 }
 
-/// CPU time (user + system) and peak resident memory of a process and its
-/// children (nginx's workers), from `/proc`.
-fn cpu_and_peak(pids: &[u32]) -> (Duration, u64) {
+/// CPU time (user + system) and resident memory (VmRSS, KiB) of a process
+/// and its children (nginx's workers), from `/proc`.
+fn cpu_and_rss(pids: &[u32]) -> (Duration, u64) {
     let tick = 100.0; // USER_HZ on Linux
     let mut cpu = 0.0;
-    let mut peak_kb = 0;
+    let mut rss_kb = 0;
     let mut all: Vec<u32> = pids.to_vec();
     for &pid in pids {
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
@@ -57,15 +58,15 @@ fn cpu_and_peak(pids: &[u32]) -> (Duration, u64) {
             cpu += (utime + stime) / tick;
         }
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            peak_kb += status
+            rss_kb += status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with("VmRSS:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
         }
     }
-    (Duration::from_secs_f64(cpu), peak_kb)
+    (Duration::from_secs_f64(cpu), rss_kb)
 }
 
 /// Counts the SSE `data:` events of a whole body and says whether the last
@@ -211,16 +212,29 @@ fn main() {
                 }
             }));
         }
+        // This run's own peak: resident memory sampled every 100 ms while
+        // the streams are open (VmHWM would carry an earlier run's peak).
+        let sampling = {
+            let pids = pids.clone();
+            tokio::spawn(async move {
+                let mut peak_kb = 0;
+                while Instant::now() < deadline {
+                    peak_kb = peak_kb.max(cpu_and_rss(&pids).1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                peak_kb
+            })
+        };
         tokio::time::sleep_until(window_start.into()).await;
-        let (cpu_before, _) = cpu_and_peak(&pids);
-        let (own_before, _) = cpu_and_peak(&[std::process::id()]);
+        let (cpu_before, _) = cpu_and_rss(&pids);
+        let (own_before, _) = cpu_and_rss(&[std::process::id()]);
         tokio::time::sleep_until(deadline.into()).await;
-        let (cpu_after, _) = cpu_and_peak(&pids);
-        let (own_after, _) = cpu_and_peak(&[std::process::id()]);
+        let (cpu_after, _) = cpu_and_rss(&pids);
+        let (own_after, _) = cpu_and_rss(&[std::process::id()]);
         for task in tasks {
             let _ = task.await;
         }
-        let (_, peak_kb) = cpu_and_peak(&pids);
+        let peak_kb = sampling.await.unwrap_or(0);
         let tally = tally.lock().unwrap();
         let finished_in_window = tally
             .samples

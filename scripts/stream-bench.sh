@@ -66,15 +66,20 @@ S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
 wait_http "http://127.0.0.1:$S1/ping"
 wait_http "http://127.0.0.1:$S2/ping"
 
-# Enough connections and kept-alive upstream connections for the largest
-# level, so that neither proxy reconnects between streams.
+# Enough connections (a client's and an upstream's per stream, spread over
+# the workers, with a quarter to spare) and kept-alive upstream connections
+# for the largest level, so that neither proxy reconnects between streams,
+# and no more: nginx allocates its connection table up front, and a larger
+# one would only add to its memory.
+MAX_LEVEL=$(printf '%s\n' $LEVELS | sort -n | tail -1)
+WORKER_CONNECTIONS=$(( (MAX_LEVEL * 2 / THREADS) * 5 / 4 + 256 ))
 cat >"$out/nginx.conf" <<EOF
 worker_processes $THREADS;
 worker_rlimit_nofile 65536;
 pid $PWD/$out/nginx.pid;
 error_log $PWD/$out/nginx-error.log warn;
 daemon off;
-events { worker_connections 32768; }
+events { worker_connections $WORKER_CONNECTIONS; }
 http {
   access_log off;
   client_body_temp_path $PWD/$out/nginx-body;
@@ -82,7 +87,7 @@ http {
   upstream sims {
     server 127.0.0.1:$S1;
     server 127.0.0.1:$S2;
-    keepalive 16384;
+    keepalive $MAX_LEVEL;
   }
   server {
     listen 127.0.0.1:$NGINX_PORT backlog=4096;
@@ -152,7 +157,6 @@ by = {}
 for name, rs in runs.items():
     rs.sort(key=lambda r: r["streams_per_s"])
     by[name] = rs[len(rs) // 2]
-# Peak memory only grows; the last run of a process is its peak so far.
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 tokens, gap = int(sys.argv[5]), int(sys.argv[6])
 lines = [f"Machine: {cpu}, {os.cpu_count()} cores; {sys.argv[4]} s measured per case; each stream {tokens + 2} events, "
