@@ -26,11 +26,6 @@ THREADS=${THREADS:-2}
 REPEAT=${REPEAT:-3}
 
 source scripts/build-deps.sh
-if ! command -v nginx >/dev/null 2>&1; then
-  echo "==> installing nginx-light"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nginx-light >/dev/null
-fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "==> installing redis-server"
   as_root apt-get update -qq
@@ -48,24 +43,7 @@ BIN=target/dist/context7-lb
 BARE=target/dist/examples/bare_pingora
 
 out=target/load-bench
-rm -rf "$out" && mkdir -p "$out"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ -f "$out/nginx.pid" ]; then kill "$(cat "$out/nginx.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  return 1
-}
+source scripts/bench-common.sh
 
 S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); BARE_PORT=$(free_port)
 REDIS_PORT=$(free_port); GW_REDIS_PORT=$(free_port)

@@ -29,11 +29,6 @@ GAP_MS=50
 EVENTS=$((TOKENS + 2))
 
 source scripts/build-deps.sh
-if ! command -v nginx >/dev/null 2>&1; then
-  echo "==> installing nginx-light"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nginx-light >/dev/null
-fi
 echo "==> cargo build --profile dist (fat LTO, as shipped; with the load generator)"
 cargo build --profile dist --quiet --bin context7-lb --example stream_load --example paced_upstream
 BIN=target/dist/context7-lb
@@ -41,24 +36,7 @@ LOAD=target/dist/examples/stream_load
 UPSTREAM=target/dist/examples/paced_upstream
 
 out=target/stream-bench
-rm -rf "$out" && mkdir -p "$out"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ -f "$out/nginx.pid" ]; then kill "$(cat "$out/nginx.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  return 1
-}
+source scripts/bench-common.sh
 
 S1=$(free_port); S2=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
 "$UPSTREAM" "127.0.0.1:$S1" "$TOKENS" "$GAP_MS" >"$out/upstream1.log" 2>&1 & pids+=($!)

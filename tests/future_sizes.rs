@@ -8,8 +8,13 @@ use pingora::apps::HttpServerApp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
-#[tokio::test]
-async fn a_request_holds_a_small_future_while_it_is_served() {
+/// A session on a real loopback connection (its listener kept bound), and
+/// the state of a default configuration.
+async fn session_and_state() -> (
+    tokio::net::TcpListener,
+    ServerSession,
+    Arc<context7_lb::state::AppState>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
@@ -19,6 +24,12 @@ async fn a_request_holds_a_small_future_while_it_is_served() {
     let config = context7_lb::config::Config::default();
     let metrics = Arc::new(context7_lb::metrics::Metrics::new());
     let state = context7_lb::state::build_state(&config, metrics, None).unwrap();
+    (listener, session, state)
+}
+
+#[tokio::test]
+async fn a_request_holds_a_small_future_while_it_is_served() {
+    let (_listener, session, state) = session_and_state().await;
     let gateway = Arc::new(Gateway::new(
         Arc::new(arc_swap::ArcSwap::new(state)),
         Default::default(),
@@ -34,15 +45,7 @@ async fn a_request_holds_a_small_future_while_it_is_served() {
 
 #[tokio::test]
 async fn serving_a_request_holds_one_small_future_below_the_connection() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let stream: pingora::protocols::l4::stream::Stream = client.into();
-    let mut session = ServerSession::new_http1(Box::new(stream));
-    let config = context7_lb::config::Config::default();
-    let metrics = Arc::new(context7_lb::metrics::Metrics::new());
-    let state = context7_lb::state::build_state(&config, metrics, None).unwrap();
+    let (_listener, mut session, state) = session_and_state().await;
     let mut ctx =
         context7_lb::serve::RequestCtx::new(context7_lb::state::InFlight::default().enter());
     let serving = context7_lb::serve::serve(&state, &mut session, &mut ctx);

@@ -249,18 +249,7 @@ proptest! {
                 let _ = stream.shutdown().await;
             });
             let url = parse_base_url(&format!("http://{address}/v1")).unwrap();
-            let request = UpstreamRequest {
-                method: "POST",
-                url: &url,
-                path: "/v1/chat/completions",
-                authorization: None,
-                body: Some(bytes::Bytes::from_static(b"{}")),
-                max_body: 4096,
-                read_timeout: Some(Duration::from_secs(2)),
-                accept: "application/json",
-                connect_timeout: Duration::from_secs(2),
-                fresh: false,
-            };
+            let request = completion_request(&url);
             let client = UpstreamClient::new();
             let sent = tokio::time::timeout(Duration::from_secs(5), client.send(address, &request)).await;
             assert!(sent.is_ok(), "the reader hung");
@@ -365,15 +354,11 @@ async fn counting_upstream(
     .await
 }
 
-/// One completion through `client`; with `resend_stale`, a kept-alive
-/// connection found closed on first use is resent on a new one (`send`),
-/// otherwise that is an error (`open`, as requests' calls use it).
-async fn completion(client: &UpstreamClient, base_url: &str, resend_stale: bool) -> u16 {
-    let url = parse_base_url(base_url).unwrap();
-    let address = format!("{}:{}", url.host, url.port).parse().unwrap();
-    let request = UpstreamRequest {
+/// A chat completion request to `url`'s upstream, straight through the client.
+fn completion_request(url: &context7_lb::config::BaseUrl) -> UpstreamRequest<'_> {
+    UpstreamRequest {
         method: "POST",
-        url: &url,
+        url,
         path: "/v1/chat/completions",
         authorization: None,
         body: Some(bytes::Bytes::from_static(b"{}")),
@@ -382,7 +367,16 @@ async fn completion(client: &UpstreamClient, base_url: &str, resend_stale: bool)
         accept: "application/json",
         connect_timeout: Duration::from_secs(2),
         fresh: false,
-    };
+    }
+}
+
+/// One completion through `client`; with `resend_stale`, a kept-alive
+/// connection found closed on first use is resent on a new one (`send`),
+/// otherwise that is an error (`open`, as requests' calls use it).
+async fn completion(client: &UpstreamClient, base_url: &str, resend_stale: bool) -> u16 {
+    let url = parse_base_url(base_url).unwrap();
+    let address = format!("{}:{}", url.host, url.port).parse().unwrap();
+    let request = completion_request(&url);
     if resend_stale {
         return client.send(address, &request).await.unwrap().status;
     }
