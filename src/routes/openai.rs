@@ -565,13 +565,11 @@ impl OpenAiService {
                             }
                             match after {
                                 None => {}
-                                Some(Ok(())) if watcher.done() => break StreamEnd::Complete,
-                                Some(Ok(())) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
+                                Some(Ok(())) => break ended(&watcher),
                                 Some(Err(e)) => break StreamEnd::UpstreamFailed(e.to_string()),
                             }
                         }
-                        Ok(None) if watcher.done() => break StreamEnd::Complete,
-                        Ok(None) => break StreamEnd::UpstreamFailed("the stream ended without [DONE]".into()),
+                        Ok(None) => break ended(&watcher),
                         Err(e) => break StreamEnd::UpstreamFailed(e.to_string()),
                     },
                     () = &mut taken_out => {
@@ -722,6 +720,16 @@ impl OpenAiService {
 }
 
 /// How a failed write to the client ended its stream.
+/// How a stream ended whose upstream body came to its end: complete only
+/// with `[DONE]`.
+fn ended(watcher: &SseWatcher) -> StreamEnd {
+    if watcher.done() {
+        StreamEnd::Complete
+    } else {
+        StreamEnd::UpstreamFailed("the stream ended without [DONE]".into())
+    }
+}
+
 /// Most bytes of a stream gathered into one write to the client.
 const GATHER_BYTES: usize = 16 * 1024;
 
