@@ -356,6 +356,13 @@ struct IdleStream {
     since: Instant,
 }
 
+impl IdleStream {
+    /// Not idle too long, and not closed by its upstream.
+    fn usable(&mut self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT && still_open(&mut self.stream)
+    }
+}
+
 impl IdleConnections {
     fn put(&self, peer: u64, stream: Stream) {
         let evicted = {
@@ -386,7 +393,7 @@ impl IdleConnections {
                     closing.extend(idle.drain(..));
                     break None;
                 }
-                if still_open(&mut newest.stream) {
+                if newest.usable() {
                     break Some(newest.stream);
                 }
                 closing.push(newest);
@@ -403,7 +410,7 @@ impl IdleConnections {
             for idle in by_peer.values_mut() {
                 let mut keep = VecDeque::with_capacity(idle.len());
                 for mut entry in idle.drain(..) {
-                    if entry.since.elapsed() < IDLE_TIMEOUT && still_open(&mut entry.stream) {
+                    if entry.usable() {
                         keep.push_back(entry);
                     } else {
                         closing.push(entry);
