@@ -94,16 +94,6 @@ upstreams:
     base_url: "http://127.0.0.1:$S2/v1"
 EOF
 RUST_LOG=warn "$BIN" --config "$out/gateway.yaml" >"$out/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
-# wait_ping PORT EXPRESSION VALUE: until the gateway's /ping, read as JSON
-# into `p`, gives EXPRESSION == VALUE (for up to 10 s).
-wait_ping() {
-  for _ in $(seq 1 100); do
-    [ "$(curl -fsS "http://127.0.0.1:$1/ping" 2>/dev/null | python3 -c "import json,sys; p=json.load(sys.stdin); print($2)" 2>/dev/null)" = "$3" ] && return 0
-    sleep 0.1
-  done
-  echo "the gateway on port $1 never had $2 = $3" >&2
-  return 1
-}
 wait_ping "$GW_PORT" 'p["upstreams"]["healthy"]' 2
 # The same gateway with its limits and cache in Redis: rates no request
 # reaches, so that every request pays the check (one script call) and the

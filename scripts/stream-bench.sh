@@ -96,10 +96,7 @@ upstreams:
     base_url: "http://127.0.0.1:$S2/v1"
 EOF
 RUST_LOG=warn "$BIN" --config "$out/gateway.yaml" >"$out/gateway.log" 2>&1 & GW_PID=$!; pids+=($GW_PID)
-for _ in $(seq 1 100); do
-  [ "$(curl -fsS "http://127.0.0.1:$GW_PORT/ping" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["upstreams"]["healthy"])' 2>/dev/null)" = 2 ] && break
-  sleep 0.1
-done
+wait_ping "$GW_PORT" 'p["upstreams"]["healthy"]' 2
 
 BODY="{\"model\":\"meta-llama/Llama-3.1-8B-Instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"What is vLLM?\"}],\"max_tokens\":$TOKENS,\"stream\":true}"
 
