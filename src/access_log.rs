@@ -36,6 +36,7 @@ pub fn line(
             "upstream": ctx.upstream,
             "latency_ms": latency_ms,
             "tokens": ctx.tokens,
+            "cost_usd": (ctx.cost_usd > 0.0).then_some(ctx.cost_usd),
             "cache": ctx.cache.map(CacheOutcome::as_str),
             "query": ctx.query,
             "error": error.map(|e| e.etype.as_str()),
@@ -53,6 +54,9 @@ pub fn line(
             );
             if let Some(tokens) = ctx.tokens {
                 line.push_str(&format!(" tokens={tokens}"));
+            }
+            if ctx.cost_usd > 0.0 {
+                line.push_str(&format!(" cost_usd={:.6}", ctx.cost_usd));
             }
             if let Some(cache) = ctx.cache {
                 line.push_str(&format!(" cache={}", cache.as_str()));

@@ -82,6 +82,12 @@ pub fn build(config: &Config, opt: Option<Opt>, reuse_port: bool) -> Result<Buil
     };
     server.add_service(background_service("janitor", janitor));
     server.add_service(background_service(
+        "history",
+        SampleHistory {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "redis",
         KeepRedisConnected {
             state: state.clone(),
@@ -202,6 +208,31 @@ impl BackgroundService for Janitor {
                     crate::task::guarded_sync("janitor", &state.metrics, || {
                         state.rate_limit.forget_idle();
                         state.client.sweep();
+                    });
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Samples every upstream's figures for the last 15 minutes that `/ui` draws
+/// (`/status?history=1`).
+struct SampleHistory {
+    state: SharedState,
+}
+
+#[async_trait]
+impl BackgroundService for SampleHistory {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(crate::pool::HISTORY_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let state = self.state.load();
+                    crate::task::guarded_sync("history", &state.metrics, || {
+                        state.pool.sample_history();
                     });
                 }
                 _ = shutdown.changed() => return,

@@ -151,9 +151,10 @@ impl HttpServerApp for Gateway {
         ctx.request_id = Some(id.clone());
         // Boxed: the handlers' futures are large, and nesting them inline in
         // the scope's future overflows the stack of unoptimised builds.
-        let (served, upstream_time) =
+        let (served, spent) =
             crate::scope::serve(id, Box::pin(serve::serve(&state, &mut session, &mut ctx))).await;
-        ctx.upstream_time = upstream_time;
+        ctx.upstream_time = spent.upstream_time;
+        ctx.cost_usd = spent.cost_usd;
         drop(state);
         match served {
             Ok(()) => {

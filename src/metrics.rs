@@ -30,6 +30,7 @@ pub struct UpstreamSeries {
     time_to_first_token: OnceLock<Histogram>,
     /// The model the token counters are for, and prompt and completion.
     tokens: OnceLock<(String, IntCounter, IntCounter)>,
+    cost: OnceLock<prometheus::Counter>,
 }
 
 /// Buckets for whole requests: LLM answers take from milliseconds to a minute.
@@ -70,6 +71,8 @@ pub struct Metrics {
     pub client_write_timeouts: IntCounter,
     pub redis_errors: IntCounterVec,
     pub redis_up: prometheus::IntGauge,
+    pub upstream_cost: prometheus::CounterVec,
+    pub upstream_cold_starts: HistogramVec,
     /// Upstreams whose gauges the last scrape exported, so that the next one
     /// removes those a reload took away (and scrapes do not interleave).
     pub exported_upstreams: std::sync::Mutex<Vec<String>>,
@@ -161,7 +164,7 @@ impl Metrics {
         .expect("valid metric");
         let upstream_selections = counter(
             "context7_upstream_selections_total",
-            "Times the pool chose the upstream, by reason (p2c, only_candidate, round_robin, unknown_health, all_ejected).",
+            "Times the pool chose the upstream, by reason (p2c, only_candidate, round_robin, unknown_health, all_ejected, spill).",
             &["upstream", "reason"],
         );
         let upstream_ejections = counter(
@@ -246,6 +249,22 @@ impl Metrics {
             "1 while the shared Redis answers; 0 while it does not, and without redis:.",
         )
         .expect("valid metric");
+        let upstream_cost = prometheus::CounterVec::new(
+            Opts::new(
+                "context7_upstream_cost_usd_total",
+                "What the upstream cost in US dollars, by its pricing: upstream time of every \
+                 attempt at per_second, and the tokens its answers reported.",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_cold_starts = histogram(
+            "context7_upstream_cold_start_seconds",
+            "Cold starts of the upstream: from the first sign of a cold worker (a 204, a RunPod \
+             queue with no worker up) or the first request sent to it then, to its first answer.",
+            &[1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            &["upstream"],
+        );
         let mut descs = Vec::new();
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -276,6 +295,8 @@ impl Metrics {
             Box::new(client_write_timeouts.clone()),
             Box::new(redis_errors.clone()),
             Box::new(redis_up.clone()),
+            Box::new(upstream_cost.clone()),
+            Box::new(upstream_cold_starts.clone()),
         ] {
             descs.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric registered once");
@@ -311,6 +332,8 @@ impl Metrics {
             client_write_timeouts,
             redis_errors,
             redis_up,
+            upstream_cost,
+            upstream_cold_starts,
             exported_upstreams: std::sync::Mutex::new(Vec::new()),
             routes: Default::default(),
         }
@@ -347,6 +370,14 @@ impl Metrics {
             .duration
             .get_or_init(|| self.upstream_duration.with_label_values(&[upstream]))
             .observe(seconds);
+    }
+
+    /// Adds `usd` to the cost of `upstream`.
+    pub fn charge(&self, series: &UpstreamSeries, upstream: &str, usd: f64) {
+        series
+            .cost
+            .get_or_init(|| self.upstream_cost.with_label_values(&[upstream]))
+            .inc_by(usd);
     }
 
     /// Observes a time to first token of `upstream`.

@@ -34,6 +34,8 @@ pub struct RequestCtx {
     pub query: Option<String>,
     /// Time spent waiting on upstreams, to tell the gateway's own time apart.
     pub upstream_time: std::time::Duration,
+    /// What its upstream attempts cost in dollars, by their `pricing`.
+    pub cost_usd: f64,
     _in_flight: InFlightGuard,
 }
 
@@ -51,6 +53,7 @@ impl RequestCtx {
             charge: None,
             query: None,
             upstream_time: std::time::Duration::ZERO,
+            cost_usd: 0.0,
             _in_flight: in_flight,
         }
     }
@@ -78,7 +81,14 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
             state.config.ping_always_200,
             state.shared.as_deref(),
         ),
-        Route::Status => local::status(&state.pool, state.shared.as_deref()),
+        Route::Status => {
+            let with_history = session
+                .req_header()
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "history=1"));
+            local::status(&state.pool, state.shared.as_deref(), with_history)
+        }
         Route::Root => local::root(),
         Route::Docs => local::docs(),
         Route::OpenApi => local::openapi(),

@@ -438,3 +438,65 @@ fn the_redis_section_and_key_entries_are_read_and_checked() {
         ]
     );
 }
+
+#[test]
+fn pricing_tiers_and_spill_latency_are_read_and_checked() {
+    let yaml = r#"
+upstreams:
+  - name: box
+    base_url: "http://10.0.0.5:8000/v1"
+  - name: serverless
+    base_url: "http://10.0.0.6:8000/v1"
+    tier: 1
+    pricing: {per_second: 0.0001, per_million_completion_tokens: 0.2}
+pool:
+  spill_latency: 2s
+"#;
+    let config = Config::from_yaml(yaml, &common::vars(&[])).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.upstreams[0].tier, 0);
+    assert_eq!(config.upstreams[0].pricing, None);
+    assert_eq!(config.upstreams[1].tier, 1);
+    let pricing = config.upstreams[1].pricing.unwrap();
+    assert_eq!(pricing.per_second, Some(0.0001));
+    assert_eq!(pricing.per_million_prompt_tokens, None);
+    assert_eq!(pricing.per_million_completion_tokens, Some(0.2));
+    assert_eq!(config.pool.spill_latency, Some(Duration::from_secs(2)));
+
+    let yaml = r#"
+upstreams:
+  - name: a
+    base_url: "http://x/v1"
+    pricing: {per_second: -1, per_million_prompt_tokens: .nan}
+pool:
+  spill_latency: 0s
+"#;
+    assert_eq!(
+        problems(yaml, &[]),
+        [
+            "upstreams[0].pricing.per_second: -1 must be a number of dollars, 0 or more",
+            "upstreams[0].pricing.per_million_prompt_tokens: NaN must be a number of dollars, 0 or more",
+            "pool.spill_latency: must be longer than zero when set",
+        ]
+    );
+    let p = problems(
+        "upstreams:\n  - name: a\n    base_url: \"http://x/v1\"\n    pricing: {per_hour: 1}\n",
+        &[],
+    );
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with("upstreams[0].pricing.per_hour (line 4 column 15): unknown field `per_hour`, expected one of per_second, per_million_prompt_tokens, per_million_completion_tokens"),
+        "{p:?}"
+    );
+    let p = problems(
+        "upstreams:\n  - name: a\n    base_url: \"http://x/v1\"\n    tier: -1\n",
+        &[],
+    );
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        p,
+        [
+            "upstreams[0].tier (line 4 column 11): -1 is not a tier: write a whole number from 0 (0 is used first)"
+        ]
+    );
+}

@@ -430,6 +430,60 @@ pub struct UpstreamConfig {
     /// goes only to its own origin unless the operator says otherwise.
     #[serde(default)]
     pub send_key_to_health_url: bool,
+    /// Preference order: traffic goes to the lowest tier that has a routable
+    /// upstream with room, and spills to the next only when that one is full
+    /// or slow (`pool.spill_latency`). Own boxes at 0, serverless at 1.
+    #[serde(default, deserialize_with = "tier_number")]
+    pub tier: u32,
+    /// What this upstream costs, for `context7_upstream_cost_usd_total`,
+    /// the access log and `/status`.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+}
+
+/// A tier: a whole number from 0, said so when it is not one.
+fn tier_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = f64::deserialize(d)?;
+    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{n} is not a tier: write a whole number from 0 (0 is used first)"
+        )))
+    }
+}
+
+/// An upstream's prices in US dollars, each optional: `per_second` is charged
+/// for the upstream time of every attempt (RunPod bills per second of
+/// worker time), the token prices for the tokens its answers report.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    #[serde(default)]
+    pub per_second: Option<f64>,
+    #[serde(default)]
+    pub per_million_prompt_tokens: Option<f64>,
+    #[serde(default)]
+    pub per_million_completion_tokens: Option<f64>,
+}
+
+impl Pricing {
+    /// Dollars for `seconds` of upstream time.
+    pub fn for_time(&self, seconds: f64) -> f64 {
+        self.per_second.map_or(0.0, |price| price * seconds)
+    }
+
+    /// Dollars for the tokens of one answer.
+    pub fn for_tokens(&self, prompt: u64, completion: u64) -> f64 {
+        let per = |price: Option<f64>, n: u64| price.map_or(0.0, |p| p * n as f64 / 1e6);
+        per(self.per_million_prompt_tokens, prompt)
+            + per(self.per_million_completion_tokens, completion)
+    }
+
+    /// Whether it prices tokens (then streams ask the upstream for usage).
+    pub fn prices_tokens(&self) -> bool {
+        self.per_million_prompt_tokens.is_some() || self.per_million_completion_tokens.is_some()
+    }
 }
 
 fn default_weight() -> f64 {
@@ -450,6 +504,8 @@ impl Default for UpstreamConfig {
             max_concurrent: 0,
             health_url: None,
             send_key_to_health_url: false,
+            tier: 0,
+            pricing: None,
         }
     }
 }
@@ -565,6 +621,12 @@ pub struct PoolConfig {
     /// One of the two candidates is the last winner (P2C with memory): with few
     /// upstreams, plain P2C sends a third of the traffic to the second best.
     pub remember_best: bool,
+    /// An upstream whose latency estimate reaches this counts as slow: its
+    /// tier takes no more traffic while another tier has room, until the
+    /// estimate is back under 80 % of it (hysteresis, so it does not flap).
+    /// Unset: tiers spill only when full or down.
+    #[serde(with = "optional_duration_text")]
+    pub spill_latency: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -576,6 +638,7 @@ impl Default for PoolConfig {
             initial_latency: Duration::from_millis(500),
             in_flight_weight: 0.25,
             remember_best: true,
+            spill_latency: None,
         }
     }
 }

@@ -69,6 +69,28 @@ impl Config {
                     format!("{} must be a number above 0", up.weight),
                 );
             }
+            if let Some(pricing) = &up.pricing {
+                for (field, price) in [
+                    ("per_second", pricing.per_second),
+                    (
+                        "per_million_prompt_tokens",
+                        pricing.per_million_prompt_tokens,
+                    ),
+                    (
+                        "per_million_completion_tokens",
+                        pricing.per_million_completion_tokens,
+                    ),
+                ] {
+                    if let Some(price) = price
+                        && !(price.is_finite() && price >= 0.0)
+                    {
+                        problem(
+                            &at(&format!("pricing.{field}")),
+                            format!("{price} must be a number of dollars, 0 or more"),
+                        );
+                    }
+                }
+            }
             if let Some(url) = &up.health_url
                 && let Err(why) = parse_base_url(url)
             {
@@ -286,7 +308,7 @@ impl Config {
 
     /// Every duration setting: its field, its value (`None` when unset or
     /// off), and what a zero is told (`None`: zero is allowed).
-    fn durations(&self) -> [(&'static str, Option<Duration>, Option<&'static str>); 20] {
+    fn durations(&self) -> [(&'static str, Option<Duration>, Option<&'static str>); 21] {
         const POSITIVE: Option<&str> = Some("must be longer than zero");
         let set = Some;
         [
@@ -314,6 +336,11 @@ impl Config {
                 POSITIVE,
             ),
             ("pool.failure_penalty", set(self.pool.failure_penalty), None),
+            (
+                "pool.spill_latency",
+                self.pool.spill_latency,
+                Some("must be longer than zero when set"),
+            ),
             (
                 "ejection.base_cooldown",
                 set(self.ejection.base_cooldown),

@@ -92,6 +92,10 @@ pub enum AttemptError {
     /// The active checks took the upstream out while the attempt waited on it
     /// (a hung or frozen server): moved to another upstream at once.
     TakenOut,
+    /// RunPod's load balancer found no worker for the request within its
+    /// wait (its 400 `{"error":"no workers available"}`): no capacity there,
+    /// so another upstream is tried; the message is RunPod's.
+    NoCapacity(String),
 }
 
 /// What a timed-out attempt was waiting for.
@@ -142,6 +146,7 @@ impl AttemptError {
             },
             AttemptError::Invalid(_) => "invalid_answer",
             AttemptError::TakenOut => "taken_out",
+            AttemptError::NoCapacity(_) => "no_capacity",
         }
     }
 
@@ -152,7 +157,7 @@ impl AttemptError {
         use Blame::*;
         use Next::*;
         match self {
-            E::Connect(_) | E::Reset(_) | E::Broken(_) | E::Invalid(_) => {
+            E::Connect(_) | E::Reset(_) | E::Broken(_) | E::Invalid(_) | E::NoCapacity(_) => {
                 (RetryElsewhere, Upstream)
             }
             E::Stale(_) => (ResendHere, Nobody),
@@ -213,6 +218,7 @@ impl fmt::Display for AttemptError {
             AttemptError::Status { status, .. } => write!(f, "HTTP {status}"),
             AttemptError::Invalid(why) => write!(f, "invalid answer: {why}"),
             AttemptError::TakenOut => f.write_str("taken out by its health checks"),
+            AttemptError::NoCapacity(why) => write!(f, "no worker available: {why}"),
         }
     }
 }
@@ -228,6 +234,17 @@ impl From<CallError> for AttemptError {
             CallError::TooLarge(limit) => AttemptError::TooLarge(limit),
         }
     }
+}
+
+/// Whether a 400's body is RunPod's load balancer saying that no worker took
+/// the request (`{"error":"no workers available"}`): a vLLM 400 is an OpenAI
+/// error object, never a bare string in `error`.
+fn says_no_workers(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v.get("error")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("no workers available"))
+    })
 }
 
 /// `Retry-After` as a wait, when it is a number of seconds.
@@ -647,10 +664,22 @@ impl Caller {
                 .and_then(Result::ok)
                 .map(|r| r.body)
                 .unwrap_or_default();
-            let error = AttemptError::Status {
-                status,
-                body,
-                retry_after,
+            let error = match status {
+                // RunPod's load balancer cut the request (after about 5.5
+                // minutes): a timeout, retried elsewhere while time is left.
+                524 => AttemptError::Timeout {
+                    waiting: Waiting::Answer,
+                    limit: Duration::from_secs(attempt.elapsed().as_secs()),
+                    retryable: Instant::now() < deadline,
+                },
+                400 if says_no_workers(&body) => {
+                    AttemptError::NoCapacity(upstream_error_text(&body, upstream.api_key()))
+                }
+                _ => AttemptError::Status {
+                    status,
+                    body,
+                    retry_after,
+                },
             };
             return Err(fail(attempt, error));
         }
@@ -673,6 +702,7 @@ impl Caller {
                         Ok(Ok(Some(chunk))) => chunk,
                     };
                 let ttft = attempt.elapsed();
+                upstream.observe_time_to_first_token(ttft);
                 self.metrics.observe_time_to_first_token(
                     &upstream.series,
                     &upstream.name,
@@ -729,6 +759,7 @@ impl Caller {
     /// One attempt in `context7_upstream_requests_total` and the duration
     /// histogram.
     fn count(&self, upstream: &Upstream, outcome: &str, took: Duration) {
+        upstream.count_attempt(!matches!(outcome, "ok" | "cancelled"));
         self.metrics.count_attempt(
             &upstream.series,
             &upstream.name,
@@ -738,6 +769,11 @@ impl Caller {
     }
 
     fn count_tokens(&self, upstream: &Upstream, model: &str, usage: Usage) {
+        upstream.count_tokens(usage.prompt_tokens, usage.completion_tokens);
+        if let Some(pricing) = &upstream.pricing {
+            let usd = pricing.for_tokens(usage.prompt_tokens, usage.completion_tokens);
+            self.pool.charge(upstream, usd);
+        }
         self.metrics.count_tokens(
             &upstream.series,
             &upstream.name,

@@ -35,6 +35,13 @@ impl PeakEwma {
         self.sampled
     }
 
+    /// Drops what the samples said, as if none had come: an upstream that
+    /// comes back from being down or ejected starts afresh, instead of being
+    /// avoided until the penalties of its outage decay.
+    pub fn forget(&mut self) {
+        self.sampled = false;
+    }
+
     /// The estimate at `now`, decayed for the time since the last sample.
     pub fn estimate(&self, now: Instant, decay: Duration) -> Duration {
         Duration::from_secs_f64(self.decayed(now, decay))

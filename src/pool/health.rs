@@ -85,6 +85,7 @@ impl HealthChecker {
                 .health_checks
                 .with_label_values(&[&up.name, outcome.as_str()])
                 .inc();
+            self.note_warmth(up, outcome);
             let changed = up.observe_check(
                 outcome,
                 detail.clone(),
@@ -122,6 +123,24 @@ impl HealthChecker {
                 Some(Err(_)) => log::debug!("upstream {}: no model list in time", up.name),
                 None => {}
             }
+        }
+    }
+
+    /// What a check says of the upstream's workers: a 204, or a RunPod queue
+    /// with no worker up, is a cold worker (a cold start begins, and the
+    /// upstream is used only when no warm one has room); a 200 otherwise is a
+    /// warm one (and ends a cold start that no request waited for).
+    fn note_warmth(&self, up: &Upstream, outcome: CheckOutcome) {
+        let now = tokio::time::Instant::now();
+        let cold = match outcome {
+            CheckOutcome::Initializing => true,
+            CheckOutcome::Up => up.queue_depth().is_some_and(|q| q.is_cold()),
+            CheckOutcome::Down => return,
+        };
+        if cold {
+            up.cold_sign(now);
+        } else if let Some(took) = up.warm_sign(now) {
+            super::count_cold_start(&self.metrics, up, took);
         }
     }
 

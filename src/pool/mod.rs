@@ -25,8 +25,8 @@ pub mod upstream;
 
 pub use budget::RetryBudget;
 pub use upstream::{
-    CheckOutcome, CheckRecord, ErrorRecord, Health, HealthTarget, ProbeContract, QueueDepth,
-    Upstream, UpstreamKind,
+    CheckOutcome, CheckRecord, ErrorRecord, HISTORY_EVERY, HISTORY_SPAN, Health, HealthTarget,
+    HistorySample, ProbeContract, QueueDepth, TotalsNow, Upstream, UpstreamKind,
 };
 
 use crate::config::{Config, EjectionConfig, HealthCheckConfig, PoolConfig, Strategy};
@@ -75,15 +75,19 @@ pub enum Reason {
     UnknownHealth,
     /// Every healthy upstream was ejected: the one whose ejection ends first.
     AllEjected,
+    /// A higher tier than the lowest one eligible, because the lower tiers
+    /// were full, slow, cold or down.
+    Spill,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::PowerOfTwo,
         Reason::OnlyCandidate,
         Reason::RoundRobin,
         Reason::UnknownHealth,
         Reason::AllEjected,
+        Reason::Spill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +97,7 @@ impl Reason {
             Reason::RoundRobin => "round_robin",
             Reason::UnknownHealth => "unknown_health",
             Reason::AllEjected => "all_ejected",
+            Reason::Spill => "spill",
         }
     }
 }
@@ -129,6 +134,11 @@ pub struct Pool {
     max_attempts: usize,
     health: HealthCheckConfig,
     connect_timeout: Duration,
+    /// Whether the upstreams are in more than one tier (else no selection
+    /// is a spill, and none looks for one).
+    tiered: bool,
+    /// Whether an upstream prices tokens, so streams must ask for usage.
+    prices_tokens: bool,
 }
 
 /// Why a request gets no further attempt.
@@ -143,6 +153,23 @@ pub enum Stop {
     AttemptsExhausted,
     /// The retry budget is spent.
     BudgetSpent,
+}
+
+/// A slow upstream counts as fast again once its estimate is under this
+/// share of `pool.spill_latency`.
+pub const SPILL_HYSTERESIS: f64 = 0.8;
+
+/// The upstreams a selection is made among: warm or cold, and one tier.
+#[derive(Debug, Clone, Copy)]
+struct Class {
+    cold: bool,
+    tier: u32,
+}
+
+impl Class {
+    fn holds(self, u: &Upstream) -> bool {
+        u.is_cold() == self.cold && u.tier == self.tier
+    }
 }
 
 impl Pool {
@@ -190,7 +217,6 @@ impl Pool {
             })
             .collect();
         Ok(Pool {
-            upstreams,
             selections,
             budget: RetryBudget::new(
                 config.retries.budget_ratio,
@@ -203,6 +229,11 @@ impl Pool {
             ejection: config.ejection.clone(),
             next: AtomicUsize::new(0),
             best: AtomicUsize::new(0),
+            tiered: upstreams.iter().any(|u| u.tier != upstreams[0].tier),
+            prices_tokens: upstreams
+                .iter()
+                .any(|u| u.pricing.is_some_and(|p| p.prices_tokens())),
+            upstreams,
             metrics,
         })
     }
@@ -228,6 +259,11 @@ impl Pool {
         self.upstreams.is_empty()
     }
 
+    /// Whether any upstream has token prices (see `Pricing::prices_tokens`).
+    pub fn prices_tokens(&self) -> bool {
+        self.prices_tokens
+    }
+
     pub fn healthy_count(&self) -> usize {
         self.upstreams.iter().filter(|u| u.is_healthy()).count()
     }
@@ -248,11 +284,14 @@ impl Pool {
 
     /// Chooses the upstream for the next attempt, skipping the ones in `tried`.
     ///
-    /// Healthy, non-ejected upstreams first. When there is none: an upstream
-    /// whose first check has not finished (just after start), then the ejected
-    /// upstream whose ejection ends first, so that a burst of failures never
-    /// turns into refusing everything. Unhealthy and initializing upstreams
-    /// are never chosen.
+    /// Healthy, non-ejected upstreams first: of those, warm before cold (a
+    /// RunPod queue with no worker up is used only when no warm upstream has
+    /// room), then the lowest tier with one that is not slow, then the
+    /// lowest tier (see [`Pool::preferred`]). When there is none: an upstream
+    /// whose first check has not finished (just after start), then the
+    /// ejected upstream whose ejection ends first, so that a burst of
+    /// failures never turns into refusing everything. Unhealthy and
+    /// initializing upstreams are never chosen.
     pub fn select(&self, tried: &[usize]) -> Result<Arc<Upstream>, NoUpstream> {
         self.select_where(tried, &|_| true)
     }
@@ -274,14 +313,17 @@ impl Pool {
                 && u.has_room()
                 && eligible(u)
         };
-        let chosen = self
-            .choose(now, |u| u.is_healthy() && open(u))
-            .or_else(|| {
-                self.choose(now, |u| u.health() == Health::Unknown && open(u))
-                    .map(|(u, _)| (u, Reason::UnknownHealth))
-            })
-            .or_else(|| self.least_ejected(now, tried, eligible));
-        let Some((upstream, reason)) = chosen else {
+        let routable = |u: &Upstream| u.is_healthy() && open(u);
+        let chosen = match self.preferred(now, &routable) {
+            Some(class) => self.choose(now, |u| routable(u) && class.holds(u)),
+            None => None,
+        }
+        .or_else(|| {
+            self.choose(now, |u| u.health() == Health::Unknown && open(u))
+                .map(|(u, _)| (u, Reason::UnknownHealth))
+        })
+        .or_else(|| self.least_ejected(now, tried, eligible));
+        let Some((upstream, mut reason)) = chosen else {
             let busy = self.upstreams.iter().any(|u| {
                 !tried.contains(&u.index) && u.is_healthy() && !u.has_room() && eligible(u)
             });
@@ -291,8 +333,52 @@ impl Pool {
                 NoUpstream::NoneHealthy
             });
         };
+        if self.tiered
+            && self
+                .upstreams
+                .iter()
+                .any(|u| u.tier < upstream.tier && eligible(u))
+        {
+            reason = Reason::Spill;
+        }
         self.selections[upstream.index][reason as usize].inc();
         Ok(upstream)
+    }
+
+    /// Which of the routable upstreams the next request goes among: warm
+    /// ones before cold ones, and of those the lowest tier that has one that
+    /// is not slow, else the lowest tier. `None` when none is routable.
+    fn preferred(&self, now: Instant, routable: &dyn Fn(&Upstream) -> bool) -> Option<Class> {
+        let mut best: Option<(bool, bool, u32)> = None;
+        for u in self.upstreams.iter().filter(|u| routable(u)) {
+            // Ordered: warm first, then not slow, then the lower tier.
+            let key = (u.is_cold(), self.is_slow(u, now), u.tier);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        best.map(|(cold, _, tier)| Class { cold, tier })
+    }
+
+    /// Whether `u`'s estimate crossed `pool.spill_latency` and has not come
+    /// back under 80 % of it since (so a tier does not flap in and out).
+    fn is_slow(&self, u: &Upstream, now: Instant) -> bool {
+        let Some(limit) = self.settings.spill_latency else {
+            return false;
+        };
+        let Some(estimate) = u.sampled_latency(now, self.settings.decay) else {
+            return false;
+        };
+        let was_slow = u.shared.slow.load(Ordering::Relaxed);
+        let slow = if was_slow {
+            estimate.as_secs_f64() >= limit.as_secs_f64() * SPILL_HYSTERESIS
+        } else {
+            estimate >= limit
+        };
+        if slow != was_slow {
+            u.shared.slow.store(slow, Ordering::Relaxed);
+        }
+        slow
     }
 
     fn choose(
@@ -324,9 +410,16 @@ impl Pool {
                     (Some(a), None) => Some((a.clone(), Reason::OnlyCandidate)),
                     (Some(a), Some(b)) => {
                         let (cost_a, cost_b) = (self.cost(a, now), self.cost(b, now));
-                        // Ties (a new upstream at the neutral estimate, say) go
-                        // either way, so that neither side is starved by order.
-                        let winner = if cost_b < cost_a || (cost_b == cost_a && fastrand::bool()) {
+                        // A tie goes to an upstream without a sample (a newcomer
+                        // starts at the best estimate, and gets the request
+                        // that measures it), else either way, so that neither
+                        // side is starved by order.
+                        let tie = || match (a.has_latency_sample(), b.has_latency_sample()) {
+                            (true, false) => true,
+                            (false, true) => false,
+                            _ => fastrand::bool(),
+                        };
+                        let winner = if cost_b < cost_a || (cost_b == cost_a && tie()) {
                             b
                         } else {
                             a
@@ -398,24 +491,22 @@ impl Pool {
         latency * (1.0 + self.settings.in_flight_weight * load) / u.weight
     }
 
-    /// An upstream's latency estimate; one with no sample yet gets the mean of
-    /// those that have one (neutral: neither favoured nor avoided), or the
-    /// configured initial latency when nobody has a sample.
+    /// An upstream's latency estimate. One with no sample yet (new, or back
+    /// from being down or ejected) gets the lowest estimate of those that
+    /// have one, so that it is tried as soon as it may be the best: with the
+    /// mean, a slow upstream's estimate made a fast newcomer look slow, and a
+    /// fresh gateway sent most of its first requests to the slow one. With no
+    /// sample anywhere it is the configured initial latency.
     pub fn latency_estimate(&self, u: &Upstream, now: Instant) -> Duration {
         let decay = self.settings.decay;
         if let Some(estimate) = u.sampled_latency(now, decay) {
             return estimate;
         }
-        let (sum, count) = self
-            .upstreams
+        self.upstreams
             .iter()
             .filter_map(|o| o.sampled_latency(now, decay))
-            .fold((Duration::ZERO, 0u32), |(sum, n), d| (sum + d, n + 1));
-        if count == 0 {
-            self.settings.initial_latency
-        } else {
-            sum / count
-        }
+            .min()
+            .unwrap_or(self.settings.initial_latency)
     }
 
     /// The upstream for a request's next attempt, recorded in `tried`: the
@@ -468,6 +559,7 @@ impl Pool {
     /// guard is finished or dropped.
     pub fn begin<'p>(&'p self, upstream: &Arc<Upstream>) -> Attempt<'p> {
         upstream.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        upstream.attempt_begins(Instant::now());
         Attempt {
             pool: self,
             upstream: upstream.clone(),
@@ -485,6 +577,9 @@ impl Pool {
                 load.latency.observe(sample, now, decay);
                 load.consecutive_failures = 0;
                 load.ejections_in_row = 0;
+                if let Some(took) = upstream.answered(now) {
+                    count_cold_start(&self.metrics, upstream, took);
+                }
                 None
             }
             Outcome::Neutral => {
@@ -529,6 +624,8 @@ impl Pool {
         };
         if let Some(cooldown) = newly_ejected_for {
             upstream.set_ejected_until(now + cooldown);
+            // Back from its ejection, it starts afresh (see `latency_estimate`).
+            load.latency.forget();
             load.ejections_in_row += 1;
             load.ejections_total += 1;
             load.consecutive_failures = 0;
@@ -542,6 +639,30 @@ impl Pool {
                 upstream.name,
                 humantime::format_duration(cooldown)
             );
+        }
+    }
+
+    /// Charges `usd` to `upstream`: its total, the cost counter and the
+    /// request being served (for the access log).
+    pub fn charge(&self, upstream: &Upstream, usd: f64) {
+        if usd <= 0.0 || !usd.is_finite() {
+            return;
+        }
+        upstream.add_cost(usd);
+        self.metrics.charge(&upstream.series, &upstream.name, usd);
+        crate::scope::add_cost(usd);
+    }
+
+    /// Appends a point to every upstream's history (see [`HISTORY_EVERY`]).
+    pub fn sample_history(&self) {
+        let now = Instant::now();
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for u in &self.upstreams {
+            let latency_ms = self.latency_estimate(u, now).as_secs_f64() * 1000.0;
+            let routable = u.is_healthy() && u.ejected_until(now).is_none();
+            u.sample_history(at, latency_ms, routable);
         }
     }
 
@@ -607,6 +728,20 @@ impl Pool {
     }
 }
 
+/// Logs and counts one cold start of `upstream` that took `took`.
+fn count_cold_start(metrics: &Metrics, upstream: &Upstream, took: Duration) {
+    let shown = Duration::from_millis(took.as_millis() as u64);
+    log::info!(
+        "upstream {}: cold start took {}",
+        upstream.name,
+        humantime::format_duration(shown)
+    );
+    metrics
+        .upstream_cold_starts
+        .with_label_values(&[&upstream.name])
+        .observe(took.as_secs_f64());
+}
+
 /// One attempt on one upstream, counted in flight while it lives.
 pub struct Attempt<'p> {
     pool: &'p Pool,
@@ -628,12 +763,23 @@ impl Attempt<'_> {
     /// Records how the attempt ended and stops counting it in flight.
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
-        crate::scope::add_upstream_time(self.started.elapsed());
+        let spent = self.started.elapsed();
+        crate::scope::add_upstream_time(spent);
+        self.charge_time(spent);
         self.upstream
             .shared
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
         self.pool.record(&self.upstream, outcome);
+    }
+
+    /// Upstream time is charged however the attempt ended: a serverless
+    /// worker is billed for the seconds it worked, answer or not.
+    fn charge_time(&self, spent: Duration) {
+        if let Some(pricing) = &self.upstream.pricing {
+            self.pool
+                .charge(&self.upstream, pricing.for_time(spent.as_secs_f64()));
+        }
     }
 }
 
@@ -642,6 +788,7 @@ impl Drop for Attempt<'_> {
         // Abandoned (the client went away, or a timeout dropped the future):
         // no sample, since nobody saw the upstream's real latency.
         if !self.finished {
+            self.charge_time(self.started.elapsed());
             self.upstream
                 .shared
                 .in_flight

@@ -4,7 +4,7 @@
 use super::ewma::PeakEwma;
 use crate::config::{BaseUrl, Config, UpstreamConfig, parse_base_url};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -49,6 +49,11 @@ pub struct QueueDepth {
 }
 
 impl QueueDepth {
+    /// No worker is up, idle or running: the next job waits for a cold start.
+    pub fn is_cold(&self) -> bool {
+        self.workers_idle == 0 && self.workers_running == 0
+    }
+
     /// Jobs waiting or running per running worker: the load others put on it.
     pub fn jobs_per_worker(&self) -> f64 {
         (self.in_queue + self.in_progress) as f64 / self.workers_running.max(1) as f64
@@ -159,6 +164,10 @@ pub struct Upstream {
     probe_gets_key: bool,
     /// Requests allowed in flight at once (0: no limit).
     pub max_concurrent: u64,
+    /// Preference order (`upstreams[].tier`): lower tiers are used first.
+    pub tier: u32,
+    /// Its prices, when the configuration gives them.
+    pub pricing: Option<crate::config::Pricing>,
     /// What the gateway learnt about this endpoint: kept across a reload that
     /// keeps the endpoint, and shared with requests of the old configuration
     /// still in flight.
@@ -188,6 +197,71 @@ pub(super) struct UpstreamState {
     /// Woken when the active checks take the upstream out, so that attempts
     /// in flight on it move elsewhere at once instead of waiting it out.
     taken_out: tokio::sync::Notify,
+    /// Whether its last sign was of a cold worker (a 204, or a RunPod queue
+    /// with no worker up): read by every selection, so an atomic.
+    cold: AtomicBool,
+    /// The cold start under way, until its first answer.
+    cold_start: Mutex<Option<ColdStart>>,
+    /// Whether its latency estimate crossed `pool.spill_latency` and has not
+    /// yet come back under the hysteresis mark.
+    pub(super) slow: AtomicBool,
+    pub(super) totals: Totals,
+    /// Time to first token of its streams, smoothed (microseconds; 0: none yet).
+    ttft_micros: AtomicU64,
+    /// What the last 15 minutes looked like, sampled by [`Upstream::sample_history`].
+    history: Mutex<std::collections::VecDeque<HistorySample>>,
+}
+
+/// A cold start being timed: from the first sign of a cold worker, or from
+/// the first request sent while it was cold when that came later (a RunPod
+/// queue at zero workers starts one only when a job arrives).
+#[derive(Debug, Clone, Copy)]
+struct ColdStart {
+    since: Instant,
+    waited_from: Option<Instant>,
+}
+
+/// What an upstream did since it joined (kept across reloads), for `/status`
+/// and `/ui`.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    pub attempts: AtomicU64,
+    /// Attempts that ended in anything but an answer or a client leaving.
+    pub errors: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    /// Dollars, in billionths: an integer adds up exactly and atomically.
+    pub cost_nano_usd: AtomicU64,
+}
+
+/// One point of an upstream's recent history.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct HistorySample {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// Attempts and errors so far (differences give rates and shares).
+    pub attempts: u64,
+    pub errors: u64,
+    pub in_flight: u64,
+    pub latency_ms: f64,
+    pub routable: bool,
+    pub cost_usd: f64,
+}
+
+/// How long the history reaches back, and how often it is sampled: 180
+/// samples per upstream.
+pub const HISTORY_SPAN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub const HISTORY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const HISTORY_LEN: usize = (HISTORY_SPAN.as_secs() / HISTORY_EVERY.as_secs()) as usize;
+
+/// An upstream's totals at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct TotalsNow {
+    pub attempts: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
 }
 
 /// What real requests taught us about an upstream.
@@ -323,6 +397,8 @@ impl Upstream {
                 .filter(|k| !k.is_empty())
                 .map(|k| format!("Bearer {k}")),
             max_concurrent: up.max_concurrent,
+            tier: up.tier,
+            pricing: up.pricing,
             probe_gets_key,
             shared: Arc::new(UpstreamState {
                 discovered_models: RwLock::new(Vec::new()),
@@ -342,6 +418,12 @@ impl Upstream {
                 ejected_until_nanos: AtomicU64::new(0),
                 epoch: Instant::now(),
                 taken_out: tokio::sync::Notify::new(),
+                cold: AtomicBool::new(false),
+                cold_start: Mutex::new(None),
+                slow: AtomicBool::new(false),
+                totals: Totals::default(),
+                ttft_micros: AtomicU64::new(0),
+                history: Mutex::new(std::collections::VecDeque::with_capacity(HISTORY_LEN)),
             }),
         })
     }
@@ -569,6 +651,167 @@ impl Upstream {
         }
     }
 
+    /// Whether its last sign was of a cold worker: then it is chosen only
+    /// when no warm upstream has room.
+    pub fn is_cold(&self) -> bool {
+        self.shared.cold.load(Ordering::Relaxed)
+    }
+
+    /// A sign of a cold worker (a 204, a queue with no worker up): a cold
+    /// start begins, unless one is already being timed.
+    pub fn cold_sign(&self, now: Instant) {
+        self.shared.cold.store(true, Ordering::Relaxed);
+        let mut cold = lock(&self.shared.cold_start);
+        cold.get_or_insert(ColdStart {
+            since: now,
+            waited_from: None,
+        });
+    }
+
+    /// A sign of a warm worker from the health checks: no longer avoided.
+    /// A cold start that no request waited for ends here (a worker that
+    /// loaded on its own: 204, then 200) and its length is returned; one a
+    /// request waits for ends with that request's answer.
+    pub fn warm_sign(&self, now: Instant) -> Option<std::time::Duration> {
+        self.shared.cold.store(false, Ordering::Relaxed);
+        let mut cold = lock(&self.shared.cold_start);
+        match *cold {
+            Some(ColdStart {
+                since,
+                waited_from: None,
+            }) => {
+                *cold = None;
+                Some(now.saturating_duration_since(since))
+            }
+            _ => None,
+        }
+    }
+
+    /// An attempt begins: when the upstream is cold, its cold start is timed
+    /// from now if it began earlier (the worker starts for this job).
+    pub(super) fn attempt_begins(&self, now: Instant) {
+        if !self.is_cold() {
+            return;
+        }
+        if let Some(cold) = lock(&self.shared.cold_start).as_mut() {
+            cold.waited_from.get_or_insert(now);
+        }
+    }
+
+    /// A good answer: the end of a cold start a request waited for, whose
+    /// length is returned.
+    pub(super) fn answered(&self, now: Instant) -> Option<std::time::Duration> {
+        let mut cold = lock(&self.shared.cold_start);
+        let start = (*cold)?;
+        let waited_from = start.waited_from?;
+        *cold = None;
+        self.shared.cold.store(false, Ordering::Relaxed);
+        Some(now.saturating_duration_since(start.since.max(waited_from)))
+    }
+
+    /// Adds `usd` to its cost.
+    pub(super) fn add_cost(&self, usd: f64) {
+        let nanos = (usd * 1e9).round();
+        if nanos >= 1.0 {
+            self.shared
+                .totals
+                .cost_nano_usd
+                .fetch_add(nanos as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Folds a stream's time to first token into its smoothed figure (a
+    /// fifth of each new one: it shows where streams start, not one outlier).
+    pub fn observe_time_to_first_token(&self, ttft: std::time::Duration) {
+        let sample = (ttft.as_micros() as u64).max(1);
+        let old = self.shared.ttft_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
+        self.shared.ttft_micros.store(new, Ordering::Relaxed);
+    }
+
+    /// The smoothed time to first token, once a stream started here.
+    pub fn time_to_first_token(&self) -> Option<std::time::Duration> {
+        match self.shared.ttft_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(std::time::Duration::from_micros(micros)),
+        }
+    }
+
+    /// Whether it counts as slow for `pool.spill_latency` (its tier then
+    /// spills to the next).
+    pub fn is_slow(&self) -> bool {
+        self.shared.slow.load(Ordering::Relaxed)
+    }
+
+    /// Attempts in the last `window`, by its history (the oldest point when
+    /// the history is shorter): what `/status` turns into shares.
+    pub fn attempts_within(&self, window: std::time::Duration, now_secs: u64) -> u64 {
+        let current = self.shared.totals.attempts.load(Ordering::Relaxed);
+        let history = lock(&self.shared.history);
+        let since = now_secs.saturating_sub(window.as_secs());
+        let base = history
+            .iter()
+            .rev()
+            .find(|s| s.at <= since)
+            .or_else(|| history.front())
+            .map_or(current, |s| s.attempts);
+        current.saturating_sub(base)
+    }
+
+    /// Counts one attempt in its totals.
+    pub(super) fn count_attempt(&self, failed: bool) {
+        let t = &self.shared.totals;
+        t.attempts.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            t.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn count_tokens(&self, prompt: u64, completion: u64) {
+        let t = &self.shared.totals;
+        t.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        t.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+    }
+
+    /// Its totals so far.
+    pub fn totals(&self) -> TotalsNow {
+        let t = &self.shared.totals;
+        TotalsNow {
+            attempts: t.attempts.load(Ordering::Relaxed),
+            errors: t.errors.load(Ordering::Relaxed),
+            prompt_tokens: t.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: t.completion_tokens.load(Ordering::Relaxed),
+            cost_usd: t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Appends one history point, dropping the oldest past 15 minutes.
+    pub fn sample_history(&self, at: u64, latency_ms: f64, routable: bool) {
+        let totals = self.totals();
+        let mut history = lock(&self.shared.history);
+        if history.len() == HISTORY_LEN {
+            history.pop_front();
+        }
+        history.push_back(HistorySample {
+            at,
+            attempts: totals.attempts,
+            errors: totals.errors,
+            in_flight: self.in_flight(),
+            latency_ms,
+            routable,
+            cost_usd: totals.cost_usd,
+        });
+    }
+
+    /// The history, oldest first.
+    pub fn history(&self) -> Vec<HistorySample> {
+        lock(&self.shared.history).iter().copied().collect()
+    }
+
     /// The last active check, if any finished.
     pub fn last_check(&self) -> Option<CheckRecord> {
         self.shared.streaks.lock().ok().and_then(|s| s.last.clone())
@@ -626,12 +869,18 @@ impl Upstream {
             self.shared.health.store(next as u8, Ordering::Release);
             if next == Health::Unhealthy {
                 self.shared.taken_out.notify_waiters();
+                self.load().latency.forget();
             }
             Some(next)
         } else {
             None
         }
     }
+}
+
+/// A lock whose holder panicked is still usable: what it guards is counters.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

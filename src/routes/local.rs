@@ -5,6 +5,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::shared::SharedStore;
 use serde_json::json;
+use std::time::Duration;
 
 /// `GET /ping`: the original service's health answer plus the pool's counts.
 ///
@@ -45,25 +46,51 @@ pub fn ping(pool: &Pool, always_200: bool, shared: Option<&SharedStore>) -> Repl
     Reply::json(status, &body)
 }
 
-/// `GET /status`: every upstream with its state, checks, errors and load.
-/// Holds no key: upstreams expose only their origin and path.
-pub fn status(pool: &Pool, shared: Option<&SharedStore>) -> Reply {
+/// `GET /status`: every upstream with its state, checks, errors, load,
+/// traffic and cost; with `?history=1`, its last 15 minutes as well (what
+/// `/ui` draws). Holds no key: upstreams expose only their origin and path.
+pub fn status(pool: &Pool, shared: Option<&SharedStore>, with_history: bool) -> Reply {
     let now = tokio::time::Instant::now();
     let wall = std::time::SystemTime::now();
+    let now_secs = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let at = super::iso_time;
+    let windows = [("1m", 60), ("5m", 300), ("15m", 900)];
+    let recent: Vec<[u64; 3]> = pool
+        .upstreams()
+        .iter()
+        .map(|u| windows.map(|(_, secs)| u.attempts_within(Duration::from_secs(secs), now_secs)))
+        .collect();
+    let all: [u64; 3] = std::array::from_fn(|w| recent.iter().map(|r| r[w]).sum());
+    let mut cost_total = 0.0;
     let upstreams: Vec<_> = pool
         .upstreams()
         .iter()
-        .map(|u| {
+        .zip(&recent)
+        .map(|(u, recent)| {
             let ejected_until = u.ejected_until(now);
-            json!({
+            let totals = u.totals();
+            cost_total += totals.cost_usd;
+            let share: serde_json::Map<_, _> = windows
+                .iter()
+                .enumerate()
+                .map(|(w, (name, _))| {
+                    let share = (all[w] > 0).then(|| recent[w] as f64 / all[w] as f64);
+                    (name.to_string(), json!(share))
+                })
+                .collect();
+            let mut entry = json!({
                 "name": u.name,
                 "kind": u.kind.as_str(),
                 "base_url": format!("{}{}", u.base.origin(), u.base.path),
                 "model": u.model,
                 "weight": u.weight,
+                "tier": u.tier,
                 "state": u.health().as_str(),
                 "routable": u.is_healthy() && ejected_until.is_none(),
+                "cold": u.is_cold(),
+                "slow": u.is_slow(),
                 "ejected_for_ms": ejected_until.map(|t| t.duration_since(now).as_millis() as u64),
                 "ejections": u.ejections(),
                 "last_check": u.last_check().map(|c| json!({
@@ -72,9 +99,23 @@ pub fn status(pool: &Pool, shared: Option<&SharedStore>) -> Reply {
                 "last_error": u.last_error().map(|e| json!({"message": e.message, "at": at(e.at)})),
                 "latency_estimate_ms": pool.latency_estimate(u, now).as_secs_f64() * 1000.0,
                 "latency_sampled": u.has_latency_sample(),
+                "time_to_first_token_ms": u.time_to_first_token().map(|t| t.as_secs_f64() * 1000.0),
                 "in_flight": u.in_flight(),
+                "max_concurrent": u.max_concurrent,
                 "queue": u.queue_depth(),
-            })
+                "requests": {"1m": recent[0], "5m": recent[1], "15m": recent[2]},
+                "share": share,
+                "totals": totals,
+                "pricing": u.pricing.map(|p| json!({
+                    "per_second": p.per_second,
+                    "per_million_prompt_tokens": p.per_million_prompt_tokens,
+                    "per_million_completion_tokens": p.per_million_completion_tokens,
+                })),
+            });
+            if with_history {
+                entry["history"] = json!(u.history());
+            }
+            entry
         })
         .collect();
     Reply::json(
@@ -86,6 +127,8 @@ pub fn status(pool: &Pool, shared: Option<&SharedStore>) -> Reply {
                 crate::config::Strategy::RoundRobin => "round_robin",
             },
             "routable": pool.routable_count(),
+            "cost_usd": cost_total,
+            "history_every_s": crate::pool::HISTORY_EVERY.as_secs(),
             "upstreams": upstreams,
             "redis": shared.map(SharedStore::status),
         }),

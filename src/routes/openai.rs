@@ -387,9 +387,10 @@ impl OpenAiService {
 
     /// Proxies one request. `Err` means nothing was written yet and the error
     /// is to be answered; `Ok` means the answer was written (or the client left).
-    /// `count_tokens` (the client has a token budget): a stream whose client
-    /// did not ask for usage asks for it upstream, and the usage chunk is
-    /// taken out of what the client receives, so streams are charged too.
+    /// `count_tokens` (the client has a token budget), or an upstream with
+    /// token prices: a stream whose client did not ask for usage asks for it
+    /// upstream, and the usage chunk is taken out of what the client
+    /// receives, so streams are charged and priced too.
     pub async fn serve(
         &self,
         session: &mut Session,
@@ -398,8 +399,11 @@ impl OpenAiService {
         count_tokens: bool,
     ) -> Result<Served, OpenAiError> {
         let request = ParsedRequest::parse(body)?;
-        let ask_usage = count_tokens && request.stream && !request.asks_usage;
         let pool = self.pool();
+        // Usage is also what prices tokens: with token `pricing`, streams
+        // ask for it whatever the client asked (and see it only if they did).
+        let ask_usage =
+            (count_tokens || pool.prices_tokens()) && request.stream && !request.asks_usage;
         if pool.is_empty() {
             return Err(OpenAiError::new(
                 503,
@@ -711,6 +715,11 @@ impl OpenAiService {
                 502,
                 "upstream_error",
                 format!("Upstream {name} sent an answer that is not JSON: {why}"),
+            ),
+            AttemptError::NoCapacity(why) => (
+                503,
+                "service_unavailable",
+                format!("Upstream {name} has no worker available: {why}"),
             ),
         };
         let mut error = OpenAiError::new(status, kind, message);

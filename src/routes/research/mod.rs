@@ -329,6 +329,10 @@ impl ResearchService {
                 502,
                 format!("vLLM backend {name} sent an invalid chat completion: {why}"),
             ),
+            AttemptError::NoCapacity(why) => with_upstream(
+                503,
+                format!("vLLM backend {name} has no worker available: {why}"),
+            ),
         }
     }
 }
