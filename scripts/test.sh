@@ -48,6 +48,12 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "    promtool could not be installed: its checks will be skipped"
   fi
 fi
+# The operator's page is tested in a real browser: Debian's chromium, headless.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium (Debian's package, for the /ui test in headless Chromium)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 # MCP's own conformance suite, on Node 22 from npm (the machine's Node may be
 # older): pinned, installed once into target/mcp-conformance.
 conformance=target/mcp-conformance

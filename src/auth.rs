@@ -147,6 +147,24 @@ impl ClientKeys {
         let Some(presented) = strip_bearer(value) else {
             return Err(Refusal::MissingKey);
         };
+        self.match_key(presented)
+    }
+
+    /// [`ClientKeys::check`], or HTTP Basic credentials whose password is a
+    /// key (any user name): a browser cannot send a bearer key when it opens
+    /// a page, but asks for and then sends Basic credentials by itself. Taken
+    /// only where a page needs it (`/ui` and the `/status` it reads).
+    pub fn check_from_browser(&self, authorization: Option<&[u8]>) -> Result<ClientId, Refusal> {
+        match authorization.and_then(basic_password) {
+            Some(password) => self.match_key(&password),
+            None => self.check(authorization),
+        }
+    }
+
+    fn match_key(&self, presented: &[u8]) -> Result<ClientId, Refusal> {
+        if presented.is_empty() {
+            return Err(Refusal::MissingKey);
+        }
         let mut matched = 0usize;
         for (i, key) in self.keys.iter().enumerate() {
             let equal: bool = key.secret.as_slice().ct_eq(presented).into();
@@ -159,6 +177,24 @@ impl ClientKeys {
             Ok(ClientId::Key(matched, self.keys[matched - 1].name.clone()))
         }
     }
+}
+
+/// The password of `Basic base64(user:password)`; `None` for another scheme.
+/// Credentials that are not base64 or have no `:` give an empty password,
+/// which no key matches.
+fn basic_password(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let value = value.trim_ascii();
+    if !(value.len() > 6 && value[..6].eq_ignore_ascii_case(b"basic ")) {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value[6..].trim_ascii())
+        .unwrap_or_default();
+    Some(match decoded.iter().position(|&b| b == b':') {
+        Some(colon) => decoded[colon + 1..].to_vec(),
+        None => Vec::new(),
+    })
 }
 
 fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
@@ -183,6 +219,43 @@ mod tests {
             &RateLimitConfig::default(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_browser_may_send_the_key_as_a_basic_password_where_a_page_needs_it() {
+        use base64::Engine;
+        let k = keys(&["first-key-123", "second-key-456"]);
+        let basic = |credentials: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        };
+        let second = k
+            .check_from_browser(Some(basic("ops:second-key-456").as_bytes()))
+            .unwrap();
+        assert!(matches!(second, ClientId::Key(2, _)));
+        // Bearer still works there; elsewhere Basic is no key at all.
+        assert!(k.check_from_browser(Some(b"Bearer first-key-123")).is_ok());
+        assert_eq!(
+            k.check(Some(basic("ops:second-key-456").as_bytes())),
+            Err(Refusal::MissingKey)
+        );
+        for (credentials, refusal) in [
+            ("ops:nope-nope-nope", Refusal::WrongKey),
+            ("second-key-456", Refusal::MissingKey),
+            ("ops:", Refusal::MissingKey),
+        ] {
+            assert_eq!(
+                k.check_from_browser(Some(basic(credentials).as_bytes())),
+                Err(refusal),
+                "{credentials}"
+            );
+        }
+        assert_eq!(
+            k.check_from_browser(Some(b"Basic !!!not-base64")),
+            Err(Refusal::MissingKey)
+        );
     }
 
     #[test]

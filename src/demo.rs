@@ -73,6 +73,12 @@ pub fn start(listen: &str) -> Result<Config, String> {
                 name,
                 base_url: Some(url),
                 api_key: Some("demo-key".into()),
+                // The original service's example price of serverless time, so
+                // that /ui and /status show what the demo's traffic would cost.
+                pricing: Some(crate::config::Pricing {
+                    per_second: Some(0.0001),
+                    ..Default::default()
+                }),
                 ..UpstreamConfig::default()
             })
             .collect(),

@@ -72,7 +72,17 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         return write_reply(session, ctx, reply).await;
     }
     if let Some(refusal) = admit(state, session, port, ctx).await {
-        let reply = ctx.route.envelope().refuse(&refusal);
+        let mut reply = ctx.route.envelope().refuse(&refusal);
+        if ctx.route == Route::Ui && reply.status == 401 {
+            // The browser then asks for credentials: the key as the password.
+            reply
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("www-authenticate"));
+            reply.headers.push((
+                "www-authenticate",
+                "Basic realm=\"context7-lb\", charset=\"UTF-8\"".into(),
+            ));
+        }
         return write_reply(session, ctx, reply).await;
     }
     let reply = match ctx.route {
@@ -89,6 +99,7 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
                 .is_some_and(|q| q.split('&').any(|p| p == "history=1"));
             local::status(&state.pool, state.shared.as_deref(), with_history)
         }
+        Route::Ui => local::ui(),
         Route::Root => local::root(),
         Route::Docs => local::docs(),
         Route::OpenApi => local::openapi(),
@@ -168,9 +179,10 @@ fn listener_refusal(state: &AppState, port: Option<u16>, route: Route) -> Option
     let allowed = if port.is_some() && port == state.health_port {
         route == Route::Ping
     } else if port.is_some() && port == state.metrics_port {
-        matches!(route, Route::Metrics | Route::Status)
+        matches!(route, Route::Metrics | Route::Status | Route::Ui)
     } else {
-        state.metrics_port.is_none() || !matches!(route, Route::Metrics | Route::Status)
+        state.metrics_port.is_none()
+            || !matches!(route, Route::Metrics | Route::Status | Route::Ui)
     };
     (!allowed).then(|| Reply::detail(404, "Not Found"))
 }
@@ -189,7 +201,12 @@ async fn admit(
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        match state.keys.check(authorization) {
+        let checked = if ctx.route.opened_by_browsers() {
+            state.keys.check_from_browser(authorization)
+        } else {
+            state.keys.check(authorization)
+        };
+        match checked {
             Ok(id) => id,
             Err(refusal) => {
                 state

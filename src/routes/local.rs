@@ -1,4 +1,5 @@
-//! Answers that never leave the gateway: `/ping`, `/`, `/docs` and `/metrics`.
+//! Answers that never leave the gateway: `/ping`, `/`, `/docs`, `/metrics`,
+//! `/status` and the operator's page `/ui`.
 
 use super::{Reply, iso_timestamp};
 use crate::metrics::Metrics;
@@ -149,12 +150,30 @@ pub fn root() -> Reply {
                 "docs": "/docs",
                 "metrics": "/metrics",
                 "status": "/status",
+                "ui": "/ui",
                 "mcp": "/mcp",
                 "openai": "/v1",
                 "openapi": "/openapi.json",
             },
         }),
     )
+}
+
+/// `GET /ui`: the operator's page, all in one file (no build step, nothing
+/// fetched from elsewhere); it polls `/status?history=1` every two seconds.
+pub fn ui() -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/html; charset=utf-8",
+        headers: vec![(
+            "content-security-policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+                .into(),
+        )],
+        body: include_str!("ui.html").into(),
+    }
 }
 
 /// `GET /docs`: a short human-readable API reference.

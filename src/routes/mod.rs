@@ -22,6 +22,8 @@ pub enum Route {
     OpenApi,
     Metrics,
     Status,
+    /// `/ui`: the operator's page, which reads `/status`.
+    Ui,
     Research,
     /// `/mcp`, every method: the MCP transport answers 405 itself.
     Mcp,
@@ -51,6 +53,7 @@ impl Route {
             Route::OpenApi => "/openapi.json",
             Route::Metrics => "/metrics",
             Route::Status => "/status",
+            Route::Ui => "/ui",
             Route::Research => "/v1/research",
             Route::Mcp => "/mcp",
             Route::ChatCompletions => "/v1/chat/completions",
@@ -59,6 +62,12 @@ impl Route {
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
         }
+    }
+
+    /// Whether a browser opens it, and so may send its key as HTTP Basic
+    /// credentials (see `ClientKeys::check_from_browser`).
+    pub fn opened_by_browsers(self) -> bool {
+        matches!(self, Route::Ui | Route::Status)
     }
 
     /// Whether the route reads a request body (and so refuses a too large
@@ -71,8 +80,8 @@ impl Route {
     }
 
     /// Whether the route needs a client key when keys are configured. `/ping`,
-    /// `/`, `/docs` and errors about unknown paths stay open; `/metrics` and
-    /// `/status` are open only on `metrics_listen`.
+    /// `/`, `/docs` and errors about unknown paths stay open; `/metrics`,
+    /// `/status` and `/ui` are open only on `metrics_listen`.
     pub fn needs_key(self, on_metrics_listener: bool) -> bool {
         match self {
             Route::Research
@@ -80,7 +89,7 @@ impl Route {
             | Route::ChatCompletions
             | Route::Completions
             | Route::Models => true,
-            Route::Metrics | Route::Status => !on_metrics_listener,
+            Route::Metrics | Route::Status | Route::Ui => !on_metrics_listener,
             Route::Ping
             | Route::Root
             | Route::Docs
@@ -120,6 +129,7 @@ impl Route {
             "/openapi.json" => (Route::OpenApi, &["GET", "HEAD"]),
             "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
             "/status" => (Route::Status, &["GET", "HEAD"]),
+            "/ui" => (Route::Ui, &["GET", "HEAD"]),
             "/v1/research" => (Route::Research, &["POST"]),
             "/mcp" => return Route::Mcp,
             "/v1/chat/completions" => (Route::ChatCompletions, &["POST"]),
