@@ -181,8 +181,7 @@ fn listener_refusal(state: &AppState, port: Option<u16>, route: Route) -> Option
     } else if port.is_some() && port == state.metrics_port {
         matches!(route, Route::Metrics | Route::Status | Route::Ui)
     } else {
-        state.metrics_port.is_none()
-            || !matches!(route, Route::Metrics | Route::Status | Route::Ui)
+        state.metrics_port.is_none() || !matches!(route, Route::Metrics | Route::Status | Route::Ui)
     };
     (!allowed).then(|| Reply::detail(404, "Not Found"))
 }

@@ -56,7 +56,7 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "mcp": "/mcp", "openai": "/v1", "openapi": "/openapi.json"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "ui": "/ui", "mcp": "/mcp", "openai": "/v1", "openapi": "/openapi.json"}
         })
     );
     // Every endpoint listed is served.
