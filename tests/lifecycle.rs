@@ -217,7 +217,10 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
         .unwrap();
     let dir = TempDir::new("accesslog");
     let file = dir.join("gateway.yaml");
-    std::fs::write(&file, yaml(&[("a", &sim)], "access_log:\n  format: json\n")).unwrap();
+    // Priced, so that each line says what its request cost.
+    let config = yaml(&[("a", &sim)], "access_log:\n  format: json\n")
+        + "    pricing: {per_second: 0.001}\n";
+    std::fs::write(&file, config).unwrap();
     let mut gw = spawn(&file);
     ready(&gw, 1).await;
     let r = research_at(&gw.url())
@@ -253,12 +256,19 @@ async fn the_json_access_log_has_one_line_per_request_and_no_key() {
     assert_eq!(ok["client"], "key#1");
     assert!(ok["tokens"].as_u64().unwrap() > 0);
     assert!(ok["latency_ms"].is_number());
+    let cost = ok["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && cost < ok["latency_ms"].as_f64().unwrap() / 1000.0 * 0.001 + 1e-9);
     assert_eq!(
         ok["query"],
         Value::Null,
         "queries stay out unless configured"
     );
     assert_eq!(research_lines[1]["status"], 401);
+    assert_eq!(
+        research_lines[1]["cost_usd"],
+        Value::Null,
+        "a refusal costs nothing"
+    );
     for secret in [
         UPSTREAM_KEY,
         CLIENT_KEY,

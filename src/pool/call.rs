@@ -92,6 +92,10 @@ pub enum AttemptError {
     /// The active checks took the upstream out while the attempt waited on it
     /// (a hung or frozen server): moved to another upstream at once.
     TakenOut,
+    /// The upstream's load balancer cut the request as too long (RunPod's
+    /// 524, after about 5.5 minutes): a timeout, `retryable` while the total
+    /// deadline leaves time.
+    CutOff { retryable: bool },
     /// RunPod's load balancer found no worker for the request within its
     /// wait (its 400 `{"error":"no workers available"}`): no capacity there,
     /// so another upstream is tried; the message is RunPod's.
@@ -136,7 +140,7 @@ impl AttemptError {
             AttemptError::Connect(_) => "connect_error",
             AttemptError::Reset(_) | AttemptError::Broken(_) => "error",
             AttemptError::Stale(_) => "stale_connection",
-            AttemptError::Timeout { .. } => "timeout",
+            AttemptError::Timeout { .. } | AttemptError::CutOff { .. } => "timeout",
             AttemptError::TooLarge(_) => "too_large",
             AttemptError::Status { status, .. } => match status / 100 {
                 1 => "http_1xx",
@@ -163,7 +167,7 @@ impl AttemptError {
             E::Stale(_) => (ResendHere, Nobody),
             // Already unhealthy: the checks said so, nothing more to learn.
             E::TakenOut => (RetryElsewhere, Nobody),
-            E::Timeout { retryable, .. } => {
+            E::Timeout { retryable, .. } | E::CutOff { retryable } => {
                 (if *retryable { RetryElsewhere } else { PassOn }, Upstream)
             }
             E::TooLarge(_) => (PassOn, Upstream),
@@ -219,6 +223,9 @@ impl fmt::Display for AttemptError {
             AttemptError::Invalid(why) => write!(f, "invalid answer: {why}"),
             AttemptError::TakenOut => f.write_str("taken out by its health checks"),
             AttemptError::NoCapacity(why) => write!(f, "no worker available: {why}"),
+            AttemptError::CutOff { .. } => {
+                f.write_str("its load balancer cut the request off (HTTP 524)")
+            }
         }
     }
 }
@@ -667,9 +674,7 @@ impl Caller {
             let error = match status {
                 // RunPod's load balancer cut the request (after about 5.5
                 // minutes): a timeout, retried elsewhere while time is left.
-                524 => AttemptError::Timeout {
-                    waiting: Waiting::Answer,
-                    limit: Duration::from_secs(attempt.elapsed().as_secs()),
+                524 => AttemptError::CutOff {
                     retryable: Instant::now() < deadline,
                 },
                 400 if says_no_workers(&body) => {

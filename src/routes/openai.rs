@@ -716,6 +716,9 @@ impl OpenAiService {
                 "upstream_error",
                 format!("Upstream {name} sent an answer that is not JSON: {why}"),
             ),
+            e @ AttemptError::CutOff { .. } => {
+                (504, "timeout", format!("Upstream {name} timed out: {e}."))
+            }
             AttemptError::NoCapacity(why) => (
                 503,
                 "service_unavailable",

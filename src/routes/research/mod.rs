@@ -329,6 +329,9 @@ impl ResearchService {
                 502,
                 format!("vLLM backend {name} sent an invalid chat completion: {why}"),
             ),
+            e @ AttemptError::CutOff { .. } => {
+                with_upstream(504, format!("vLLM backend {name} timed out: {e}"))
+            }
             AttemptError::NoCapacity(why) => with_upstream(
                 503,
                 format!("vLLM backend {name} has no worker available: {why}"),
