@@ -152,6 +152,7 @@ async fn status_gives_shares_and_history_and_ui_is_behind_the_keys() {
             assert!(history[0].get(field).is_some(), "{field} missing: {u}");
         }
         assert_eq!(u["tier"], 0);
+        assert_eq!(u["spilled_selections"], 0);
         assert_eq!(u["cold"], false);
     }
     assert!((shares - 1.0).abs() < 1e-9, "{status}");

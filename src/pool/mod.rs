@@ -259,6 +259,13 @@ impl Pool {
         self.upstreams.is_empty()
     }
 
+    /// Selections of `u` that spilled from a lower tier, so far.
+    pub fn spilled_to(&self, u: &Upstream) -> u64 {
+        self.selections
+            .get(u.index)
+            .map_or(0, |s| s[Reason::Spill as usize].get())
+    }
+
     /// Whether any upstream has token prices (see `Pricing::prices_tokens`).
     pub fn prices_tokens(&self) -> bool {
         self.prices_tokens

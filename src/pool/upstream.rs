@@ -245,6 +245,9 @@ pub struct HistorySample {
     pub in_flight: u64,
     pub latency_ms: f64,
     pub routable: bool,
+    /// Whether a health check had finished (before the first, not routable
+    /// says nothing).
+    pub checked: bool,
     pub cost_usd: f64,
 }
 
@@ -803,6 +806,7 @@ impl Upstream {
             in_flight: self.in_flight(),
             latency_ms,
             routable,
+            checked: self.health() != Health::Unknown,
             cost_usd: totals.cost_usd,
         });
     }

@@ -88,6 +88,7 @@ pub fn status(pool: &Pool, shared: Option<&SharedStore>, with_history: bool) -> 
                 "model": u.model,
                 "weight": u.weight,
                 "tier": u.tier,
+                "spilled_selections": pool.spilled_to(u),
                 "state": u.health().as_str(),
                 "routable": u.is_healthy() && ejected_until.is_none(),
                 "cold": u.is_cold(),

@@ -126,7 +126,7 @@ class Browser:
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--user-data-dir={self.profile}", "--window-size=1400,900", "about:blank"],
+             f"--user-data-dir={self.profile}", "--window-size=1280,800", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )
         # Port 0: Chromium binds a port the kernel picked and writes it here.
@@ -238,10 +238,7 @@ def test_the_page_names_every_upstream_and_shows_a_killed_one_going_down(fleet, 
     base, upstreams = fleet
     # Some traffic, so that shares, tokens and cost have something to show.
     for _ in range(6):
-        request = urllib.request.Request(
-            f"{base}/v1/research", data=b'{"query": "what is a gateway?"}',
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-        with get_request(request) as r:
+        with get_request(research_request(base)) as r:
             assert r.status == 200
     host = base.removeprefix("http://")
     browser.call("Page.navigate", url=f"http://ops:{KEY}@{host}/ui")
@@ -280,9 +277,28 @@ def test_the_page_names_every_upstream_and_shows_a_killed_one_going_down(fleet, 
     shot = browser.call("Page.captureScreenshot", format="png")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
+
+    # Tier 0 gone altogether: research spills to the serverless tier, and the
+    # page says so.
+    upstreams["box-a"].kill()
+    upstreams["box-a"].wait()
+    assert browser.wait_for("document.querySelector('#rows tr[data-upstream=\"box-a\"]')?.dataset.state === 'down'", DOWN_WITHIN_S)
+    for _ in range(3):
+        with get_request(research_request(base)) as r:
+            assert r.status == 200
+            assert r.headers["X-Upstream"] == "serverless"
+    spilled = browser.wait_for("document.querySelector('#rows tr[data-upstream=\"serverless\"]').innerText.includes('3 spilled here')", 5)
+    assert spilled, browser.evaluate("document.querySelector('#rows tr[data-upstream=\"serverless\"]').innerText")
+
     # Drain events that came after the last call, then check there were none bad.
     browser.evaluate("1")
     assert browser.problems == [], browser.problems
+
+
+def research_request(base: str) -> urllib.request.Request:
+    return urllib.request.Request(
+        f"{base}/v1/research", data=b'{"query": "what is a gateway?"}',
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
 
 
 def get_request(request: urllib.request.Request):
