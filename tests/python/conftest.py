@@ -67,6 +67,18 @@ def healthy_upstreams(base: str) -> int:
         return json.load(response)["upstreams"]["healthy"]
 
 
+def stop(process: subprocess.Popen) -> None:
+    """Stops a gateway (or simulated upstream) process: SIGINT is the fast
+    shutdown; SIGTERM would wait out the grace period."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def gateway():
     """The base URL of a running demo gateway, such as http://127.0.0.1:41234."""
@@ -105,12 +117,5 @@ def gateway():
             time.sleep(0.1)
         yield base
     finally:
-        # SIGINT is the fast shutdown; SIGTERM would wait out the grace period.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
         log.close()

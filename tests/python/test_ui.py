@@ -11,7 +11,6 @@ docs/ comes from here).
 
 import base64
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,23 +22,13 @@ from pathlib import Path
 import pytest
 import websocket
 
-from conftest import BINARY, REPO, listening_ports
+from conftest import BINARY, REPO, listening_ports, stop
 
 KEY = "ui-test-key-0123456789"
 SCREENSHOT = REPO / "target" / "ui-screenshot.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A killed upstream must show as down on the page within this.
 DOWN_WITHIN_S = 8.0
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def start_upstream() -> tuple[subprocess.Popen, str]:
