@@ -12,10 +12,10 @@ docs/ comes from here).
 import base64
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
