@@ -664,3 +664,24 @@ fn healthy_with(c: &Config) -> Pool {
     }
     p
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_joining_on_a_reload_is_tried_at_once_and_kept_when_cheaper() {
+    for _ in 0..200 {
+        let old = healthy(2);
+        sample(&old, 0, 100);
+        sample(&old, 1, 120);
+        let p = Pool::from_config_after(&config(3), Arc::new(Metrics::new()), Some(&old)).unwrap();
+        // u0 and u1 carry on (healthy, with their estimates); u2 is new.
+        assert!(p.upstreams()[0].is_healthy() && p.upstreams()[0].has_latency_sample());
+        assert_eq!(p.upstreams()[2].health(), Health::Unknown);
+        // Its first check passes: within a few selections it has a request
+        // (it starts at the best estimate and wins ties)...
+        set(&p, 2, CheckOutcome::Up);
+        let first = (0..10).position(|_| p.select(&[]).unwrap().index == 2);
+        assert!(first.is_some(), "the newcomer was not tried");
+        // ...and once it has shown it is the cheapest, it keeps the traffic.
+        sample(&p, 2, 80);
+        assert_eq!(shares(&p, 100)[2], 100);
+    }
+}
