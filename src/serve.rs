@@ -102,7 +102,9 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
         Route::Ui => local::ui(),
         Route::Root => local::root(),
         Route::Docs => local::docs(),
-        Route::OpenApi => local::openapi(),
+        Route::ReDoc => local::redoc(),
+        Route::DocsAsset => local::docs_asset_reply(session.req_header().uri.path()),
+        Route::OpenApi => local::openapi(state.keys.enabled()),
         Route::Metrics => local::metrics(&state.metrics, &state.pool, state.shared.as_deref()),
         // Research's and MCP's futures are boxed where they are awaited, so
         // that this future (boxed for every request) stays small; OpenAI's is

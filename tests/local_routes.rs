@@ -56,17 +56,106 @@ async fn root_lists_the_service_and_its_endpoints() {
             "service": "Context7 MCP Load Balancer",
             "version": env!("CARGO_PKG_VERSION"),
             "status": "running",
-            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "metrics": "/metrics", "status": "/status", "ui": "/ui", "mcp": "/mcp", "openai": "/v1", "openapi": "/openapi.json"}
+            "endpoints": {"health": "/ping", "research": "/v1/research", "docs": "/docs", "redoc": "/redoc", "metrics": "/metrics", "status": "/status", "ui": "/ui", "mcp": "/mcp", "openai": "/v1", "openapi": "/openapi.json"}
         })
     );
     // Every endpoint listed is served.
-    for path in ["/ping", "/docs", "/metrics", "/status", "/openapi.json"] {
+    for path in [
+        "/ping",
+        "/docs",
+        "/redoc",
+        "/metrics",
+        "/status",
+        "/ui",
+        "/openapi.json",
+    ] {
         let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
+    // /docs is Swagger UI and /redoc ReDoc, on this gateway's spec, with
+    // their assets served from the binary.
     let docs = get_text(&gw, "/docs").await;
-    assert!(docs.contains("POST /v1/research"));
-    assert!(docs.contains("POST /mcp"));
+    assert!(docs.contains("/docs/swagger-ui-5.35.0/swagger-ui-bundle.js"));
+    let redoc = get_text(&gw, "/redoc").await;
+    assert!(redoc.contains(r#"spec-url="/openapi.json""#));
+    for (path, content_type, starts) in [
+        (
+            "/docs/swagger-ui-5.35.0/swagger-ui-bundle.js",
+            "text/javascript; charset=utf-8",
+            "/*! For license information",
+        ),
+        (
+            "/docs/swagger-ui-5.35.0/swagger-ui.css",
+            "text/css; charset=utf-8",
+            ".swagger-ui",
+        ),
+        (
+            "/docs/redoc-2.5.4/redoc.standalone.js",
+            "text/javascript; charset=utf-8",
+            "/*! For license information",
+        ),
+        (
+            "/docs/swagger-ui-init.js",
+            "text/javascript; charset=utf-8",
+            "// Swagger UI",
+        ),
+    ] {
+        let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], content_type, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.starts_with(starts),
+            "{path}: {}",
+            &body[..60.min(body.len())]
+        );
+    }
+    let r = reqwest::get(format!("{}/docs/nope.js", gw.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_asks_for_keys_only_when_the_gateway_has_them() {
+    let gw = start(config()).await;
+    let open: Value = get_json(&gw, "/openapi.json").await;
+    assert!(
+        open.get("servers").is_none(),
+        "relative to where it is served"
+    );
+    assert!(open["components"].get("securitySchemes").is_none());
+    for (path, operations) in open["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            assert!(op.get("security").is_none(), "{method} {path}");
+            assert!(op["responses"].get("401").is_none(), "{method} {path}");
+        }
+    }
+    stop(gw).await;
+
+    let mut keyed = config();
+    keyed.auth.keys = vec!["spec-test-key-1".into()];
+    let gw = start(keyed).await;
+    let spec: Value = get_json(&gw, "/openapi.json").await;
+    assert_eq!(
+        spec["components"]["securitySchemes"]["clientKey"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        spec["paths"]["/v1/research"]["post"]["security"],
+        json!([{"clientKey": []}])
+    );
+    assert_eq!(
+        spec["paths"]["/ui"]["get"]["security"],
+        json!([{"clientKey": []}, {"browserKey": []}])
+    );
+    assert!(
+        spec["paths"]["/v1/research"]["post"]["responses"]
+            .get("401")
+            .is_some()
+    );
+    assert!(spec["paths"]["/ping"]["get"].get("security").is_none());
     stop(gw).await;
 }
 

@@ -149,6 +149,7 @@ pub fn root() -> Reply {
                 "health": "/ping",
                 "research": "/v1/research",
                 "docs": "/docs",
+                "redoc": "/redoc",
                 "metrics": "/metrics",
                 "status": "/status",
                 "ui": "/ui",
@@ -177,31 +178,116 @@ pub fn ui() -> Reply {
     }
 }
 
-/// `GET /docs`: a short human-readable API reference.
-pub fn docs() -> Reply {
+/// What the API explorers' pages may load: their own scripts, styles and the
+/// spec, from this gateway only. ReDoc renders in a worker it makes from a
+/// `blob:` and draws images from `data:`.
+const EXPLORER_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn explorer(page: &'static str) -> Reply {
     Reply {
         status: 200,
         content_type: "text/html; charset=utf-8",
-        headers: Vec::new(),
-        body: include_str!("docs.html").into(),
+        headers: vec![("content-security-policy", EXPLORER_POLICY.into())],
+        body: page.into(),
+    }
+}
+
+/// `GET /docs`: Swagger UI on `/openapi.json`, with "Try it out" against
+/// this gateway (assets in `vendor/`, embedded).
+pub fn docs() -> Reply {
+    explorer(include_str!("docs.html"))
+}
+
+/// `GET /redoc`: ReDoc on `/openapi.json`.
+pub fn redoc() -> Reply {
+    explorer(include_str!("redoc.html"))
+}
+
+/// The explorers' assets by path: their content type and bytes. The
+/// version is in the path, so a browser may keep them for good.
+pub fn docs_asset(path: &str) -> Option<(&'static str, &'static [u8])> {
+    const JS: &str = "text/javascript; charset=utf-8";
+    Some(match path {
+        "/docs/swagger-ui-5.35.0/swagger-ui-bundle.js" => (
+            JS,
+            include_bytes!("vendor/swagger-ui-5.35.0/swagger-ui-bundle.js"),
+        ),
+        "/docs/swagger-ui-5.35.0/swagger-ui.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("vendor/swagger-ui-5.35.0/swagger-ui.css"),
+        ),
+        "/docs/redoc-2.5.4/redoc.standalone.js" => {
+            (JS, include_bytes!("vendor/redoc-2.5.4/redoc.standalone.js"))
+        }
+        "/docs/swagger-ui-init.js" => (JS, include_bytes!("swagger-ui-init.js")),
+        _ => return None,
+    })
+}
+
+/// An explorer asset (see [`docs_asset`]).
+pub fn docs_asset_reply(path: &str) -> Reply {
+    match docs_asset(path) {
+        Some((content_type, body)) => Reply {
+            status: 200,
+            content_type,
+            headers: if path.ends_with("init.js") {
+                Vec::new()
+            } else {
+                vec![(
+                    "cache-control",
+                    "public, max-age=31536000, immutable".into(),
+                )]
+            },
+            body: bytes::Bytes::from_static(body),
+        },
+        None => Reply::detail(404, "Not Found"),
     }
 }
 
 /// `GET /openapi.json`: the OpenAPI 3.1 description of every route, with
-/// this build's version.
-pub fn openapi() -> Reply {
-    static DOCUMENT: std::sync::LazyLock<bytes::Bytes> = std::sync::LazyLock::new(|| {
-        let mut spec: serde_json::Value =
-            serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
-        spec["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
-        serde_json::to_vec(&spec).expect("JSON serializes").into()
-    });
+/// this build's version, as this gateway runs: with client keys its routes
+/// say which need one (and answer 401); without, neither appears. No
+/// `servers`: the spec is relative to wherever it was fetched from, so that
+/// Swagger UI's "Try it out" calls this gateway.
+pub fn openapi(keys: bool) -> Reply {
+    static WITH_KEYS: std::sync::LazyLock<bytes::Bytes> =
+        std::sync::LazyLock::new(|| openapi_document(true));
+    static WITHOUT_KEYS: std::sync::LazyLock<bytes::Bytes> =
+        std::sync::LazyLock::new(|| openapi_document(false));
     Reply {
         status: 200,
         content_type: "application/json",
         headers: Vec::new(),
-        body: DOCUMENT.clone(),
+        body: if keys { &*WITH_KEYS } else { &*WITHOUT_KEYS }.clone(),
     }
+}
+
+fn openapi_document(keys: bool) -> bytes::Bytes {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON");
+    spec["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    if let Some(object) = spec.as_object_mut() {
+        object.remove("servers");
+    }
+    if !keys {
+        if let Some(components) = spec["components"].as_object_mut() {
+            components.remove("securitySchemes");
+        }
+        if let Some(paths) = spec["paths"].as_object_mut() {
+            for operation in paths.values_mut().filter_map(|p| p.as_object_mut()) {
+                for op in operation.values_mut().filter_map(|o| o.as_object_mut()) {
+                    op.remove("security");
+                    if let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut())
+                    {
+                        responses.remove("401");
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&spec).expect("JSON serializes").into()
 }
 
 /// `GET /metrics`: Prometheus text exposition, the pool's gauges and the

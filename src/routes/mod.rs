@@ -18,7 +18,12 @@ use std::time::Duration;
 pub enum Route {
     Ping,
     Root,
+    /// `/docs`: Swagger UI.
     Docs,
+    /// `/redoc`: ReDoc.
+    ReDoc,
+    /// The explorers' scripts and styles, under `/docs/`.
+    DocsAsset,
     OpenApi,
     Metrics,
     Status,
@@ -50,6 +55,8 @@ impl Route {
             Route::Ping => "/ping",
             Route::Root => "/",
             Route::Docs => "/docs",
+            Route::ReDoc => "/redoc",
+            Route::DocsAsset => "/docs/assets",
             Route::OpenApi => "/openapi.json",
             Route::Metrics => "/metrics",
             Route::Status => "/status",
@@ -93,6 +100,8 @@ impl Route {
             Route::Ping
             | Route::Root
             | Route::Docs
+            | Route::ReDoc
+            | Route::DocsAsset
             | Route::OpenApi
             | Route::MethodNotAllowed
             | Route::NotFound => false,
@@ -126,6 +135,10 @@ impl Route {
             "/ping" => (Route::Ping, &["GET", "HEAD"]),
             "/" => (Route::Root, &["GET", "HEAD"]),
             "/docs" => (Route::Docs, &["GET", "HEAD"]),
+            "/redoc" => (Route::ReDoc, &["GET", "HEAD"]),
+            p if crate::routes::local::docs_asset(p).is_some() => {
+                (Route::DocsAsset, &["GET", "HEAD"])
+            }
             "/openapi.json" => (Route::OpenApi, &["GET", "HEAD"]),
             "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
             "/status" => (Route::Status, &["GET", "HEAD"]),
