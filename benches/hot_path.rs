@@ -70,7 +70,11 @@ fn openai(c: &mut Criterion) {
     );
     c.bench_function("openai/parse_request", |b| {
         b.iter(|| {
-            context7_lb::routes::openai::ParsedRequest::parse(black_box(body.clone())).is_ok()
+            context7_lb::routes::openai::ParsedRequest::parse(
+                black_box(body.clone()),
+                context7_lb::routes::openai::Endpoint::ChatCompletions,
+            )
+            .is_ok()
         })
     });
     let stream: Vec<u8> = (0..64)

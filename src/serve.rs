@@ -128,7 +128,14 @@ pub async fn serve(state: &AppState, session: &mut Session, ctx: &mut RequestCtx
             }
             return served;
         }
-        Route::MethodNotAllowed => Reply::detail(405, "Method Not Allowed"),
+        Route::MethodNotAllowed => {
+            // RFC 9110: a 405 says which methods the resource does take.
+            let mut reply = Reply::detail(405, "Method Not Allowed");
+            if let Some(allowed) = Route::allowed_methods(session.req_header().uri.path()) {
+                reply.headers.push(("allow", allowed.join(", ")));
+            }
+            reply
+        }
         Route::NotFound => Reply::detail(404, "Not Found"),
     };
     // The charge is sent before the answer is written (polled once, its

@@ -169,13 +169,21 @@ async fn unknown_paths_and_methods_get_fastapi_errors() {
         r.json::<Value>().await.unwrap(),
         json!({"detail": "Not Found"})
     );
-    for (method, path) in [("GET", "/v1/research"), ("POST", "/ping"), ("DELETE", "/")] {
+    // A 405 says which methods the path takes (RFC 9110).
+    for (method, path, allow) in [
+        ("GET", "/v1/research", "POST"),
+        ("POST", "/ping", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+        ("TRACE", "/v1/models", "GET, HEAD"),
+        ("PUT", "/docs/swagger-ui-init.js", "GET, HEAD"),
+    ] {
         let r = c
             .request(method.parse().unwrap(), format!("{}{path}", gw.url()))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
         assert_eq!(
             r.json::<Value>().await.unwrap(),
             json!({"detail": "Method Not Allowed"})

@@ -263,7 +263,7 @@ async fn requests_go_only_to_upstreams_serving_their_model() {
     let (status, _, text) = post(
         &gw,
         "/v1/chat/completions",
-        r#"{"model":"gpt-17","messages":[]}"#,
+        r#"{"model":"gpt-17","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(status, 404);
@@ -506,5 +506,104 @@ async fn no_upstream_no_health_and_timeouts_are_openai_errors() {
         json_body(&text),
         json!({"error": {"message": "No answer within 300ms.", "type": "timeout", "param": null, "code": null}})
     );
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_and_prompts_are_refused_before_any_upstream_call() {
+    let sims = sims(vec![SimConfig::new("a")]).await;
+    let gw = gateway(&sims, config()).await;
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL}),
+            "messages",
+            "You must provide `messages`.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": []}),
+            "messages",
+            "`messages` must not be empty.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [[null, null]]}),
+            "messages",
+            "`messages` must be an array of message objects.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": "hi"}),
+            "messages",
+            "`messages` must be an array of message objects.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL}),
+            "prompt",
+            "You must provide a `prompt`.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": null}),
+            "prompt",
+            "`prompt` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": []}),
+            "prompt",
+            "`prompt` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": [1, "a"]}),
+            "prompt",
+            "`prompt` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": [-1]}),
+            "prompt",
+            "`prompt` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": [[]]}),
+            "prompt",
+            "`prompt` must be a string, or a non-empty array of strings, of token ids or of arrays of token ids.",
+        ),
+    ];
+    for (path, body, param, message) in cases {
+        let r = client()
+            .post(format!("{}{path}", gw.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}}),
+            "{body}"
+        );
+    }
+    assert_eq!(sims[0].chat_requests(), 0, "nothing reached the upstream");
+    // What vLLM takes passes: texts, token ids, lists of them (5.0 is a whole number).
+    for prompt in [
+        json!("vLLM is"),
+        json!(["a", "b"]),
+        json!([1, 2.0]),
+        json!([[1, 2], [3]]),
+    ] {
+        let r = client()
+            .post(format!("{}/v1/completions", gw.url()))
+            .json(&json!({"model": MODEL, "prompt": prompt, "max_tokens": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{prompt}");
+    }
     stop(gw).await;
 }

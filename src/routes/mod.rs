@@ -131,30 +131,41 @@ impl Route {
 
     /// Maps a method and path onto a route. A query string is ignored.
     pub fn of(method: &str, path: &str) -> Route {
-        let (route, allowed): (Route, &[&str]) = match path {
-            "/ping" => (Route::Ping, &["GET", "HEAD"]),
-            "/" => (Route::Root, &["GET", "HEAD"]),
-            "/docs" => (Route::Docs, &["GET", "HEAD"]),
-            "/redoc" => (Route::ReDoc, &["GET", "HEAD"]),
-            p if crate::routes::local::docs_asset(p).is_some() => {
-                (Route::DocsAsset, &["GET", "HEAD"])
-            }
-            "/openapi.json" => (Route::OpenApi, &["GET", "HEAD"]),
-            "/metrics" => (Route::Metrics, &["GET", "HEAD"]),
-            "/status" => (Route::Status, &["GET", "HEAD"]),
-            "/ui" => (Route::Ui, &["GET", "HEAD"]),
-            "/v1/research" => (Route::Research, &["POST"]),
-            "/mcp" => return Route::Mcp,
-            "/v1/chat/completions" => (Route::ChatCompletions, &["POST"]),
-            "/v1/completions" => (Route::Completions, &["POST"]),
-            "/v1/models" => (Route::Models, &["GET", "HEAD"]),
-            _ => return Route::NotFound,
-        };
-        if allowed.contains(&method) {
-            route
-        } else {
-            Route::MethodNotAllowed
+        match Route::at(path) {
+            None => Route::NotFound,
+            // The MCP transport answers its own methods, 405 included.
+            Some((Route::Mcp, _)) => Route::Mcp,
+            Some((route, allowed)) if allowed.contains(&method) => route,
+            Some(_) => Route::MethodNotAllowed,
         }
+    }
+
+    /// The methods `path` takes (for a 405's `Allow`), when it is known.
+    pub fn allowed_methods(path: &str) -> Option<&'static [&'static str]> {
+        Route::at(path).map(|(_, allowed)| allowed)
+    }
+
+    /// The route at `path` and the methods it takes.
+    fn at(path: &str) -> Option<(Route, &'static [&'static str])> {
+        const READ: &[&str] = &["GET", "HEAD"];
+        const POST: &[&str] = &["POST"];
+        Some(match path {
+            "/ping" => (Route::Ping, READ),
+            "/" => (Route::Root, READ),
+            "/docs" => (Route::Docs, READ),
+            "/redoc" => (Route::ReDoc, READ),
+            p if crate::routes::local::docs_asset(p).is_some() => (Route::DocsAsset, READ),
+            "/openapi.json" => (Route::OpenApi, READ),
+            "/metrics" => (Route::Metrics, READ),
+            "/status" => (Route::Status, READ),
+            "/ui" => (Route::Ui, READ),
+            "/v1/research" => (Route::Research, POST),
+            "/mcp" => (Route::Mcp, &["POST", "DELETE"]),
+            "/v1/chat/completions" => (Route::ChatCompletions, POST),
+            "/v1/completions" => (Route::Completions, POST),
+            "/v1/models" => (Route::Models, READ),
+            _ => return None,
+        })
     }
 }
 

@@ -188,7 +188,7 @@ impl ParsedRequest {
     /// Reads `model` and `stream` without building the rest of the document:
     /// the other fields are only checked for well-formedness (borrowed raw
     /// values), so a long conversation costs one scan, not a tree.
-    pub fn parse(body: Bytes) -> Result<ParsedRequest, OpenAiError> {
+    pub fn parse(body: Bytes, endpoint: Endpoint) -> Result<ParsedRequest, OpenAiError> {
         use serde_json::value::RawValue;
         use std::borrow::Cow;
         let fields: std::collections::HashMap<Cow<'_, str>, &RawValue> =
@@ -240,6 +240,13 @@ impl ParsedRequest {
                 .param("stream"));
             }
         };
+        // What the upstream could only refuse is refused here, in the same
+        // words, without spending an upstream call (and the served spec says
+        // exactly this).
+        match endpoint {
+            Endpoint::ChatCompletions => check_messages(fields.get("messages").copied())?,
+            Endpoint::Completions => check_prompt(fields.get("prompt").copied())?,
+        }
         #[derive(serde::Deserialize)]
         struct StreamOptions {
             include_usage: Option<bool>,
@@ -398,7 +405,7 @@ impl OpenAiService {
         body: Bytes,
         count_tokens: bool,
     ) -> Result<Served, OpenAiError> {
-        let request = ParsedRequest::parse(body)?;
+        let request = ParsedRequest::parse(body, endpoint)?;
         let pool = self.pool();
         // Usage is also what prices tokens: with token `pricing`, streams
         // ask for it whatever the client asked (and see it only if they did).
@@ -775,4 +782,51 @@ fn internal(e: Box<pingora::Error>) -> OpenAiError {
         "internal_error",
         format!("could not build the answer: {e}"),
     )
+}
+
+/// `messages`: a non-empty array of message objects.
+fn check_messages(raw: Option<&serde_json::value::RawValue>) -> Result<(), OpenAiError> {
+    let refuse = |message: &str| {
+        Err(OpenAiError::new(400, "invalid_request_error", message).param("messages"))
+    };
+    let Some(raw) = raw else {
+        return refuse("You must provide `messages`.");
+    };
+    match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(raw.get()) {
+        Ok(items) if items.is_empty() => refuse("`messages` must not be empty."),
+        Ok(items) if items.iter().all(|m| m.get().starts_with('{')) => Ok(()),
+        _ => refuse("`messages` must be an array of message objects."),
+    }
+}
+
+/// `prompt`: a text, or a non-empty array of texts, of token ids, or of
+/// non-empty arrays of token ids (what vLLM takes).
+fn check_prompt(raw: Option<&serde_json::value::RawValue>) -> Result<(), OpenAiError> {
+    use serde_json::value::RawValue;
+    let refuse = |message: &str| {
+        Err(OpenAiError::new(400, "invalid_request_error", message).param("prompt"))
+    };
+    let Some(raw) = raw else {
+        return refuse("You must provide a `prompt`.");
+    };
+    let text = raw.get();
+    if text.starts_with('"') {
+        return Ok(());
+    }
+    let shape = "`prompt` must be a string, or a non-empty array of strings, of token ids or of \
+                 arrays of token ids.";
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) else {
+        return refuse(shape);
+    };
+    // A token id is a whole number from 0; JSON Schema counts `5.0` as one too.
+    let id = |n: f64| n >= 0.0 && n.fract() == 0.0;
+    let all = |ok: &dyn Fn(&str) -> bool| items.iter().all(|i| ok(i.get()));
+    let well_formed = !items.is_empty()
+        && (all(&|i| i.starts_with('"'))
+            || all(&|i| serde_json::from_str::<f64>(i).is_ok_and(id))
+            || all(&|i| {
+                serde_json::from_str::<Vec<f64>>(i)
+                    .is_ok_and(|ids| !ids.is_empty() && ids.into_iter().all(id))
+            }));
+    if well_formed { Ok(()) } else { refuse(shape) }
 }
