@@ -154,7 +154,6 @@ impl Route {
             "/" => (Route::Root, READ),
             "/docs" => (Route::Docs, READ),
             "/redoc" => (Route::ReDoc, READ),
-            p if crate::routes::local::docs_asset(p).is_some() => (Route::DocsAsset, READ),
             "/openapi.json" => (Route::OpenApi, READ),
             "/metrics" => (Route::Metrics, READ),
             "/status" => (Route::Status, READ),
@@ -164,6 +163,11 @@ impl Route {
             "/v1/chat/completions" => (Route::ChatCompletions, POST),
             "/v1/completions" => (Route::Completions, POST),
             "/v1/models" => (Route::Models, READ),
+            // Last, and only under /docs/: every API request matched above
+            // without looking through the asset table.
+            p if p.starts_with("/docs/") && crate::routes::local::docs_asset(p).is_some() => {
+                (Route::DocsAsset, READ)
+            }
             _ => return None,
         })
     }
