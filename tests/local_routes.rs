@@ -78,31 +78,39 @@ async fn root_lists_the_service_and_its_endpoints() {
     assert!(docs.contains("/docs/swagger-ui-5.35.0/swagger-ui-bundle.js"));
     let redoc = get_text(&gw, "/redoc").await;
     assert!(redoc.contains(r#"spec-url="/openapi.json""#));
-    for (path, content_type, starts) in [
+    // The vendored files name their version, so browsers may keep them;
+    // our own initialiser is not cached.
+    const KEEP: &str = "public, max-age=31536000, immutable";
+    for (path, content_type, starts, cache) in [
         (
             "/docs/swagger-ui-5.35.0/swagger-ui-bundle.js",
             "text/javascript; charset=utf-8",
             "/*! For license information",
+            KEEP,
         ),
         (
             "/docs/swagger-ui-5.35.0/swagger-ui.css",
             "text/css; charset=utf-8",
             ".swagger-ui",
+            KEEP,
         ),
         (
             "/docs/redoc-2.5.4/redoc.standalone.js",
             "text/javascript; charset=utf-8",
             "/*! For license information",
+            KEEP,
         ),
         (
             "/docs/swagger-ui-init.js",
             "text/javascript; charset=utf-8",
             "// Swagger UI",
+            "no-store",
         ),
     ] {
         let r = reqwest::get(format!("{}{path}", gw.url())).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
         assert_eq!(r.headers()["content-type"], content_type, "{path}");
+        assert_eq!(r.headers()["cache-control"], cache, "{path}");
         let body = r.text().await.unwrap();
         assert!(
             body.starts_with(starts),

@@ -161,21 +161,25 @@ pub fn root() -> Reply {
     )
 }
 
-/// `GET /ui`: the operator's page, all in one file (no build step, nothing
-/// fetched from elsewhere); it polls `/status?history=1` every two seconds.
-pub fn ui() -> Reply {
+/// An HTML page of the binary's own, allowed to load only what `policy` says.
+fn page(body: &'static str, policy: &'static str) -> Reply {
     Reply {
         status: 200,
         content_type: "text/html; charset=utf-8",
-        headers: vec![(
-            "content-security-policy",
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'"
-                .into(),
-        )],
-        body: include_str!("ui.html").into(),
+        headers: vec![("content-security-policy", policy.into())],
+        body: body.into(),
     }
+}
+
+/// `GET /ui`: the operator's page, all in one file (no build step, nothing
+/// fetched from elsewhere); it polls `/status?history=1` every two seconds.
+pub fn ui() -> Reply {
+    page(
+        include_str!("ui.html"),
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+    )
 }
 
 /// What the API explorers' pages may load: their own scripts, styles and the
@@ -185,64 +189,73 @@ const EXPLORER_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 
      img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn explorer(page: &'static str) -> Reply {
-    Reply {
-        status: 200,
-        content_type: "text/html; charset=utf-8",
-        headers: vec![("content-security-policy", EXPLORER_POLICY.into())],
-        body: page.into(),
-    }
-}
-
 /// `GET /docs`: Swagger UI on `/openapi.json`, with "Try it out" against
 /// this gateway (assets in `vendor/`, embedded).
 pub fn docs() -> Reply {
-    explorer(include_str!("docs.html"))
+    page(include_str!("docs.html"), EXPLORER_POLICY)
 }
 
 /// `GET /redoc`: ReDoc on `/openapi.json`.
 pub fn redoc() -> Reply {
-    explorer(include_str!("redoc.html"))
+    page(include_str!("redoc.html"), EXPLORER_POLICY)
 }
 
-/// The explorers' assets by path: their content type and bytes. The
-/// version is in the path, so a browser may keep them for good.
-pub fn docs_asset(path: &str) -> Option<(&'static str, &'static [u8])> {
+/// One of the explorers' scripts or styles.
+pub struct Asset {
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+    /// Whether its path names its version, so that a browser may keep it
+    /// for good (the vendored files; not our own initialiser).
+    pub versioned: bool,
+}
+
+/// The explorers' assets by path.
+pub fn docs_asset(path: &str) -> Option<Asset> {
     const JS: &str = "text/javascript; charset=utf-8";
+    let vendored = |content_type, body| Asset {
+        content_type,
+        body,
+        versioned: true,
+    };
     Some(match path {
-        "/docs/swagger-ui-5.35.0/swagger-ui-bundle.js" => (
+        "/docs/swagger-ui-5.35.0/swagger-ui-bundle.js" => vendored(
             JS,
             include_bytes!("vendor/swagger-ui-5.35.0/swagger-ui-bundle.js"),
         ),
-        "/docs/swagger-ui-5.35.0/swagger-ui.css" => (
+        "/docs/swagger-ui-5.35.0/swagger-ui.css" => vendored(
             "text/css; charset=utf-8",
             include_bytes!("vendor/swagger-ui-5.35.0/swagger-ui.css"),
         ),
         "/docs/redoc-2.5.4/redoc.standalone.js" => {
-            (JS, include_bytes!("vendor/redoc-2.5.4/redoc.standalone.js"))
+            vendored(JS, include_bytes!("vendor/redoc-2.5.4/redoc.standalone.js"))
         }
-        "/docs/swagger-ui-init.js" => (JS, include_bytes!("swagger-ui-init.js")),
+        "/docs/swagger-ui-init.js" => Asset {
+            content_type: JS,
+            body: include_bytes!("swagger-ui-init.js"),
+            versioned: false,
+        },
         _ => return None,
     })
 }
 
-/// An explorer asset (see [`docs_asset`]).
+/// An explorer asset (see [`docs_asset`]); the route is taken only for a
+/// path the table has, so the 404 is for a table and router that disagree.
 pub fn docs_asset_reply(path: &str) -> Reply {
-    match docs_asset(path) {
-        Some((content_type, body)) => Reply {
-            status: 200,
-            content_type,
-            headers: if path.ends_with("init.js") {
-                Vec::new()
-            } else {
-                vec![(
-                    "cache-control",
-                    "public, max-age=31536000, immutable".into(),
-                )]
-            },
-            body: bytes::Bytes::from_static(body),
+    let Some(asset) = docs_asset(path) else {
+        return Reply::detail(404, "Not Found");
+    };
+    Reply {
+        status: 200,
+        content_type: asset.content_type,
+        headers: if asset.versioned {
+            vec![(
+                "cache-control",
+                "public, max-age=31536000, immutable".into(),
+            )]
+        } else {
+            Vec::new()
         },
-        None => Reply::detail(404, "Not Found"),
+        body: bytes::Bytes::from_static(asset.body),
     }
 }
 
