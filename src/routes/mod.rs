@@ -159,6 +159,7 @@ impl Route {
             "/status" => (Route::Status, READ),
             "/ui" => (Route::Ui, READ),
             "/v1/research" => (Route::Research, POST),
+            // The MCP transport answers other methods itself, with these in `Allow`.
             "/mcp" => (Route::Mcp, &["POST", "DELETE"]),
             "/v1/chat/completions" => (Route::ChatCompletions, POST),
             "/v1/completions" => (Route::Completions, POST),

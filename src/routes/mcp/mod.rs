@@ -180,7 +180,14 @@ impl McpServer {
                         "Method Not Allowed: POST JSON-RPC messages, DELETE to end a session; \
                          this server opens no server-initiated stream",
                     )
-                    .with_header("Allow", "POST, DELETE"),
+                    // The methods the router lists for /mcp, so that the
+                    // two never disagree.
+                    .with_header(
+                        "Allow",
+                        super::Route::allowed_methods("/mcp")
+                            .unwrap_or_default()
+                            .join(", "),
+                    ),
                 );
             }
         }
