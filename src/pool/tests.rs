@@ -687,3 +687,25 @@ async fn an_upstream_joining_on_a_reload_is_tried_at_once_and_kept_when_cheaper(
         assert_eq!(shares(&p, 100)[2], 100);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_upstream_comes_back_without_its_outage_penalties() {
+    let p = healthy(2);
+    sample(&p, 0, 50);
+    sample(&p, 1, 50);
+    let up = p.upstreams()[1].clone();
+    for _ in 0..p.ejection.consecutive_failures {
+        p.begin(&up).finish(Outcome::Failure("connect".into()));
+    }
+    assert!(up.ejected_until(Instant::now()).is_some());
+    // The failures charged it the penalty; the ejection forgot them, so once
+    // it ends it starts at the best estimate instead of being avoided until
+    // the penalties decay.
+    assert!(!up.has_latency_sample());
+    tokio::time::advance(p.ejection.base_cooldown + Duration::from_millis(1)).await;
+    let now = Instant::now();
+    assert_eq!(
+        p.latency_estimate(&up, now),
+        p.latency_estimate(&p.upstreams()[0], now)
+    );
+}
